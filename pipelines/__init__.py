@@ -1,0 +1,1 @@
+"""Stage implementations, one folder per stage family, one module per backend (voicebot.pipelines)."""

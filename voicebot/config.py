@@ -1,0 +1,134 @@
+"""One typed, validated configuration file (TOML or YAML), every setting overridable by environment.
+
+Environment variables use the prefix ``VOICEBOT_`` and ``__`` between levels, e.g.
+``VOICEBOT_SERVER__PORT=9000``. Unknown settings are errors, so a typo fails at start-up with a
+message that names the setting instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from voicebot.resources import demo_domain_dir
+
+ENV_PREFIX = "VOICEBOT_"
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for the operator (no traceback needed)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DomainSettings(_Section):
+    path: Path = Field(default_factory=demo_domain_dir, description="Folder of the domain to serve")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    channels: list[str] = Field(default_factory=lambda: ["websocket"])
+    max_message_chars: int = Field(4000, ge=1, description="Longest user message accepted")
+    max_frame_bytes: int = Field(1_048_576, ge=1024, description="Websocket frames above this close the socket")
+    allowed_origins: list[str] = Field(default_factory=list, description="Empty: any origin")
+
+
+class StorageSettings(_Section):
+    backend: Literal["sqlite"] = "sqlite"
+    data_dir: Path = Path("voicebot-data")
+
+
+class NluSettings(_Section):
+    backend: Literal["charngram", "embedding"] = "charngram"
+    embedding_model: str | None = Field(None, description="sentence-transformers model id or folder")
+    oos_threshold: float = Field(0.35, ge=0, le=1, description="Below this top score: out of scope")
+    clarify_margin: float = Field(0.12, ge=0, le=1, description="Top-2 closer than this: ask which one")
+
+
+class LanguageSettings(_Section):
+    switch_confidence: float = Field(0.85, ge=0, le=1, description="Evidence needed to switch language")
+    min_chars_to_switch: int = Field(10, ge=1, description="Shorter messages keep the session language")
+    detector_seed: int = 0
+
+
+class PipelineSettings(_Section):
+    queue_size: int = Field(32, ge=1, description="Bound of each inter-stage queue")
+    turn_timeout_s: float = Field(15.0, gt=0)
+    history_turns: int = Field(10, ge=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
+
+    domain: DomainSettings = Field(default_factory=DomainSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    nlu: NluSettings = Field(default_factory=NluSettings)
+    language: LanguageSettings = Field(default_factory=LanguageSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the file (passed as init values), so operators can override.
+        return (env_settings, init_settings)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} is not valid {path.suffix.lstrip('.').upper()}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a table/mapping at the top level")
+    return data
+
+
+def _describe(error: dict[str, Any]) -> str:
+    setting = ".".join(str(part) for part in error["loc"])
+    env_name = ENV_PREFIX + "__".join(str(part).upper() for part in error["loc"])
+    got = error.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"  {setting}: {error['msg']}{shown}  [file key '{setting}' or env {env_name}]"
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from an optional file, the environment and explicit overrides (CLI flags)."""
+    data = _read_file(path) if path else {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, key = dotted.split("__", 1)
+        data.setdefault(section, {})[key] = value
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        lines = [_describe(err) for err in exc.errors()]
+        source = f"in {path}" if path else "in the environment"
+        raise ConfigError(f"invalid configuration {source}:\n" + "\n".join(lines)) from None
+    # CLI flags are explicit and win over the environment too (argparse already typed them).
+    for dotted, value in overrides.items():
+        if value is not None:
+            section, key = dotted.split("__", 1)
+            updated = getattr(settings, section).model_copy(update={key: value})
+            settings = settings.model_copy(update={section: updated})
+    return settings

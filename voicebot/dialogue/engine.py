@@ -1,0 +1,161 @@
+"""The dialogue engine: one object per process, shared by every session.
+
+It holds the trained models and the domain; all per-session data lives in the DialogueState the
+caller passes in, so one engine serves any number of concurrent sessions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from voicebot.config import LanguageSettings, NluSettings
+from voicebot.dialogue.actions import ActionRunner, open_domain_database
+from voicebot.dialogue.domain import Domain, load_domain
+from voicebot.dialogue.knowledge import KnowledgeBase
+from voicebot.dialogue.locales import Locales
+from voicebot.dialogue.nlu import domain_examples, load_or_train
+from voicebot.dialogue.policy import Decision, Policy
+from voicebot.dialogue.sentiment import LexiconSentiment
+from voicebot.dialogue.tracker import Understood, update_state
+from voicebot.pipelines.lid.text import TextLanguageDetector, letter_count, normalise_code
+from voicebot.pipelines.nlu.entities import EntityExtractor
+from voicebot.session import DialogueState, HistoryEntry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LanguageDecision:
+    language: str
+    switched: bool
+    reason: str
+    scores: dict[str, dict[str, float]]
+
+    def to_trace(self) -> dict[str, Any]:
+        return {"chosen": self.language, "switched": self.switched, "reason": self.reason, **self.scores}
+
+
+class DialogueEngine:
+    def __init__(self, domain: Domain, nlu: NluSettings, language: LanguageSettings, data_dir: Path, locales: Locales | None = None) -> None:
+        self.domain = domain
+        self.nlu_settings = nlu
+        self.language_settings = language
+        self.locales = locales or Locales()
+        self.extractor = EntityExtractor(domain.spec)
+        examples = domain_examples(domain, self.extractor)
+        self.classifier, self.nlu_model_info = load_or_train(domain, self.extractor, data_dir / "models")
+        self.detector = TextLanguageDetector(domain.languages, seed=language.detector_seed)
+        self.detector.fit_domain([e.text for e in examples], [e.language for e in examples])
+        self.kb = KnowledgeBase(domain)
+        self.sentiment = LexiconSentiment(self.locales)
+        self.actions = ActionRunner(domain, open_domain_database(domain, data_dir))
+        self.policy = Policy(domain, self.locales, self.kb, self.actions, nlu.clarify_margin)
+
+    @classmethod
+    def from_folder(cls, folder: Path, nlu: NluSettings, language: LanguageSettings, data_dir: Path) -> DialogueEngine:
+        domain, problems = load_domain(folder)
+        for problem in problems:
+            log.warning("%s", problem)
+        assert domain is not None
+        return cls(domain, nlu, language, data_dir)
+
+    def new_state(self, language: str | None = None) -> DialogueState:
+        return DialogueState(language=self.supported_language(language) or self.domain.spec.default_language)
+
+    def supported_language(self, code: str | None) -> str | None:
+        """Map a client's language tag (zh-CN, de-AT, fr) to a language the domain speaks."""
+        if not code:
+            return None
+        code = normalise_code(code)
+        for candidate in (code, code.split("-")[0]):
+            if candidate in self.domain.languages:
+                return candidate
+        return None
+
+    # -- language ------------------------------------------------------------------------------
+    def identify_language(self, text: str, state: DialogueState) -> LanguageDecision:
+        """Switch only on strong evidence; one-word replies keep the session language."""
+        settings = self.language_settings
+        scores = self.detector.scores(text)
+        best, probability = self.detector.best(scores["combined"])
+        best = self.supported_language(best)
+        current = state.language
+        letters = letter_count(text)
+        script_change = self.detector.is_cjk(text) != (current.startswith("zh"))
+        if best is None or best == current:
+            return LanguageDecision(current, False, "same as the session language" if best else "no evidence", scores)
+        if script_change and letters >= 2 and probability >= 0.6:
+            return LanguageDecision(best, True, f"script changed; {best} {probability:.2f}", scores)
+        if letters < settings.min_chars_to_switch:
+            return LanguageDecision(current, False, f"too short to judge ({letters} letters); kept {current}", scores)
+        needed = settings.switch_confidence if state.turn_count else min(settings.switch_confidence, 0.6)
+        if probability >= needed:
+            return LanguageDecision(best, True, f"{best} {probability:.2f} >= {needed}", scores)
+        return LanguageDecision(current, False, f"{best} {probability:.2f} < {needed}; kept {current}", scores)
+
+    # -- understanding -------------------------------------------------------------------------
+    def understand(self, text: str, language: str) -> Understood:
+        entities = self.extractor.extract(text, language)
+        masked = self.extractor.mask(text, entities)
+        ranking = self.classifier.rank(masked)
+        intent, confidence = ranking[0]
+        out_of_scope = intent == "out_of_scope" or confidence < self.nlu_settings.oos_threshold
+        return Understood(text, intent, confidence, [(i, round(p, 4)) for i, p in ranking[:5]], entities, out_of_scope)
+
+    # -- responding ----------------------------------------------------------------------------
+    async def respond(self, state: DialogueState, message: Understood, language: LanguageDecision, session_id: str) -> tuple[Decision, dict[str, Any]]:
+        """Update ``state`` with the message and decide the reply; return it with its trace."""
+        if language.switched:
+            state.language = language.language
+        sentiment = self.sentiment.score(message.text, state.language)
+        update = update_state(state, message, self.domain.spec, sentiment.score)
+        decision = await self.policy.decide(state, message, update, session_id)
+        state.history.append(HistoryEntry(message.text, decision.text, message.intent, decision.language))
+        del state.history[: -self.history_limit]
+        trace = {
+            "turn": state.turn_count,
+            "language": language.to_trace(),
+            "intent": {
+                "name": message.intent,
+                "confidence": round(message.confidence, 4),
+                "top3": [{"intent": i, "score": s} for i, s in message.ranking[:3]],
+                "out_of_scope": message.out_of_scope,
+            },
+            "entities": [e.to_dict() for e in message.entities],
+            "state": {
+                "update": update.to_dict(),
+                "active_flow": state.active_flow,
+                "requested_slot": state.requested_slot,
+                "awaiting_confirmation": state.awaiting_confirmation,
+                "slots": {name: slot.__dict__ for name, slot in state.slots.items()},
+                "failed_turns": state.failed_turns,
+                "handed_off": state.handed_off,
+            },
+            "sentiment": {"score": sentiment.score, "trend": state.sentiment_trend, "negative": sentiment.negative, "positive": sentiment.positive},
+            "knowledge": decision.knowledge,
+            "action": decision.action,
+            "response": {
+                "path": decision.path,
+                "key": decision.key,
+                "reason": decision.reason,
+                "language": decision.language,
+                "generator": None,
+                "note": "no generator configured: grounded template answer",
+            },
+            "models": {
+                "nlu": self.classifier.name,
+                "nlu_model_file": self.nlu_model_info["model_file"],
+                "language": "langdetect (seeded) + domain char n-gram",
+                "knowledge": "tf-idf char n-gram, title/keywords + body",
+                "generator": None,
+            },
+        }
+        return decision, trace
+
+    history_limit = 10
+
+    async def close(self) -> None:
+        await self.actions.close()

@@ -1,0 +1,112 @@
+"""NLU for a domain: training data from the domain files, training, evaluation, caching on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sklearn.model_selection import train_test_split
+
+from voicebot.dialogue.domain import Domain
+from voicebot.pipelines.nlu.charngram import FORMAT_VERSION, CharNgramIntentClassifier, TfidfBaseline
+from voicebot.pipelines.nlu.entities import Entity, EntityExtractor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Example:
+    text: str
+    intent: str
+    language: str
+
+
+@dataclass
+class Evaluation:
+    """Held-out accuracy per language for our classifier and for the TF-IDF baseline."""
+
+    accuracy: dict[str, float] = field(default_factory=dict)
+    baseline_accuracy: dict[str, float] = field(default_factory=dict)
+    test_size: dict[str, int] = field(default_factory=dict)
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    def overall(self, baseline: bool = False) -> float:
+        table = self.baseline_accuracy if baseline else self.accuracy
+        total = sum(self.test_size.values())
+        return sum(table[lang] * n for lang, n in self.test_size.items()) / total if total else 0.0
+
+    def report(self) -> str:
+        lines = [f"{'language':<10}{'examples':>10}{'voicebot':>10}{'tf-idf':>10}"]
+        for lang in self.accuracy:
+            lines.append(f"{lang:<10}{self.test_size[lang]:>10}{self.accuracy[lang]:>10.3f}{self.baseline_accuracy[lang]:>10.3f}")
+        lines.append(f"{'all':<10}{sum(self.test_size.values()):>10}{self.overall():>10.3f}{self.overall(True):>10.3f}")
+        return "\n".join(lines)
+
+
+def domain_examples(domain: Domain, extractor: EntityExtractor) -> list[Example]:
+    """Every training example with typed values masked, as the classifier will see live messages."""
+    examples = []
+    for language, intents in domain.examples.items():
+        for intent, texts in intents.items():
+            for text in texts:
+                masked = extractor.mask(text, extractor.extract(text, language))
+                examples.append(Example(masked, intent, language))
+    return examples
+
+
+def fingerprint(domain: Domain) -> str:
+    digest = hashlib.sha256(f"format={FORMAT_VERSION}".encode())
+    digest.update((domain.folder / "domain.yaml").read_bytes())
+    for language in sorted(domain.examples):
+        digest.update((domain.folder / "nlu" / f"{language}.yaml").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def train_classifier(examples: list[Example]) -> CharNgramIntentClassifier:
+    return CharNgramIntentClassifier().fit([e.text for e in examples], [e.intent for e in examples])
+
+
+def evaluate(examples: list[Example], test_fraction: float = 0.25, seed: int = 7) -> Evaluation:
+    """Stratified hold-out by (language, intent); per-language accuracy against the baseline."""
+    strata = [f"{e.language}/{e.intent}" for e in examples]
+    train, test = train_test_split(examples, test_size=test_fraction, random_state=seed, stratify=strata)
+    model = train_classifier(train)
+    baseline = TfidfBaseline().fit([e.text for e in train], [e.intent for e in train])
+    predicted = [ranking[0][0] for ranking in model.rank_many([e.text for e in test])]
+    baseline_predicted = baseline.predict([e.text for e in test])
+    result = Evaluation()
+    for language in sorted({e.language for e in test}):
+        index = [i for i, e in enumerate(test) if e.language == language]
+        result.test_size[language] = len(index)
+        result.accuracy[language] = sum(predicted[i] == test[i].intent for i in index) / len(index)
+        result.baseline_accuracy[language] = sum(baseline_predicted[i] == test[i].intent for i in index) / len(index)
+    result.errors = [
+        {"language": e.language, "text": e.text, "expected": e.intent, "predicted": p}
+        for e, p in zip(test, predicted, strict=True)
+        if p != e.intent
+    ]
+    return result
+
+
+def load_or_train(domain: Domain, extractor: EntityExtractor, models_dir: Path) -> tuple[CharNgramIntentClassifier, dict[str, Any]]:
+    """Use the model `voicebot train` saved for exactly these domain files, or train one now."""
+    path = models_dir / f"nlu-{domain.name}-{fingerprint(domain)}.joblib"
+    if path.is_file():
+        try:
+            return CharNgramIntentClassifier.load(path), {"model_file": str(path), "trained_now": False}
+        except Exception as exc:  # a corrupt or foreign file must not stop the bot: retrain
+            log.warning("cannot load %s (%s); retraining", path, exc)
+    model = train_classifier(domain_examples(domain, extractor))
+    try:
+        model.save(path)
+    except OSError as exc:
+        log.warning("cannot save NLU model to %s: %s", path, exc)
+    return model, {"model_file": str(path), "trained_now": True}
+
+
+def understand_entities(extractor: EntityExtractor, text: str, language: str) -> tuple[list[Entity], str]:
+    entities = extractor.extract(text, language)
+    return entities, extractor.mask(text, entities)

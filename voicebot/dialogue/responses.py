@@ -1,0 +1,48 @@
+"""Render the domain's response templates in the user's language, with the locale fallback chain."""
+
+from __future__ import annotations
+
+import logging
+import string
+from typing import Any
+
+from voicebot.dialogue.domain import Domain
+from voicebot.dialogue.locales import Locales
+
+log = logging.getLogger(__name__)
+
+
+class _Lenient(dict[str, Any]):
+    """Missing placeholders render empty (logged), so a template typo never breaks a turn."""
+
+    def __missing__(self, key: str) -> str:
+        log.warning("response placeholder {%s} has no value", key)
+        return ""
+
+
+class ResponseTemplates:
+    def __init__(self, domain: Domain, locales: Locales) -> None:
+        self._responses = domain.responses
+        self._locales = locales
+
+    def has(self, key: str, language: str) -> bool:
+        return any(key in self._responses.get(code, {}) for code in self._locales.chain(language))
+
+    def render(self, key: str, language: str, values: dict[str, Any], variant: int = 0) -> tuple[str, str] | None:
+        """Text for ``key`` and the language it came from; None if no language has the key."""
+        for code in self._locales.chain(language):
+            template = self._responses.get(code, {}).get(key)
+            if template is None:
+                continue
+            chosen = template[variant % len(template)] if isinstance(template, list) else template
+            return string.Formatter().vformat(chosen, (), _Lenient(self._with_labels(values, code))), code
+        return None
+
+    def _with_labels(self, values: dict[str, Any], language: str) -> dict[str, Any]:
+        """Add ``<name>_text`` for values that have a label key (status=shipped -> status_shipped)."""
+        labelled = {key: ("" if value is None else value) for key, value in values.items()}
+        for key, value in values.items():
+            label = self._responses.get(language, {}).get(f"{key}_{value}")
+            if isinstance(label, str):
+                labelled.setdefault(f"{key}_text", label)
+        return labelled

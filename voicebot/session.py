@@ -1,0 +1,70 @@
+"""Per-session dialogue state, persisted after every turn so a restart loses nothing acknowledged."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class SlotValue:
+    value: str
+    confidence: float
+    turn: int
+    source_text: str
+
+
+@dataclass
+class HistoryEntry:
+    user: str
+    bot: str
+    intent: str | None
+    language: str
+
+
+@dataclass
+class DialogueState:
+    """The belief state the tracker updates each turn."""
+
+    language: str
+    language_locked_turns: int = 0
+    active_intent: str | None = None
+    active_flow: str | None = None
+    requested_slot: str | None = None
+    awaiting_confirmation: str | None = None
+    slots: dict[str, SlotValue] = field(default_factory=dict)
+    sentiment_trend: float = 0.0
+    failed_turns: int = 0
+    handed_off: bool = False
+    turn_count: int = 0
+    history: list[HistoryEntry] = field(default_factory=list)
+
+    def slot_value(self, name: str) -> str | None:
+        slot = self.slots.get(name)
+        return slot.value if slot else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DialogueState:
+        data = dict(data)
+        data["slots"] = {name: SlotValue(**slot) for name, slot in data.get("slots", {}).items()}
+        data["history"] = [HistoryEntry(**entry) for entry in data.get("history", [])]
+        known = cls.__dataclass_fields__
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+@dataclass
+class Session:
+    """A conversation: its id, its channel and its dialogue state."""
+
+    id: str
+    channel: str
+    state: DialogueState
+    user_id: str | None = None
+
+    @staticmethod
+    def new_id() -> str:
+        return secrets.token_hex(8)
