@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicebot.events import Event
+from voicebot.events import ErrorEvent, Event
 from voicebot.session import Session
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ class TurnContext:
 
     turn_id: str
     session: Session
+    user_text: str = ""
     started_at: float = field(default_factory=time.monotonic)
     cancelled: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -78,8 +79,8 @@ class SessionPipeline:
             )
             self._tasks.append(task)
 
-    def begin_turn(self, turn_id: str) -> TurnContext:
-        turn = TurnContext(turn_id=turn_id, session=self.session)
+    def begin_turn(self, turn_id: str, user_text: str = "") -> TurnContext:
+        turn = TurnContext(turn_id=turn_id, session=self.session, user_text=user_text)
         self.turns[turn_id] = turn
         return turn
 
@@ -109,9 +110,13 @@ class SessionPipeline:
             if item is _CLOSE:
                 return
             turn = self.turns.get(item.turn_id)
-            if turn is not None and turn.cancelled:
+            if turn is not None and turn.cancelled and not isinstance(item, ErrorEvent):
                 continue
             yield item
+
+    async def emit(self, event: Event) -> None:
+        """Put an out-of-band event (a timeout error) straight into the output."""
+        await self._queues[-1].put(event)
 
     async def close(self) -> None:
         """Let queued work drain, then stop every stage task."""

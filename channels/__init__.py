@@ -1,0 +1,1 @@
+"""Channel adapters (voicebot.channels): how connections become sessions and how replies leave."""

@@ -1,0 +1,39 @@
+"""The channel adapter contract: small enough to learn in five minutes.
+
+A channel turns connections of one kind into sessions of the runtime and renders the session's
+events for its clients:
+
+* ``routes()``: the HTTP/websocket routes it serves (mounted by the server, nothing else to edit);
+* for each connection, ``runtime.open_session(channel=self.name, ...)`` gives a ``SessionHandle``;
+  user input goes in with ``handle.send_text(text)`` (voice channels push audio frames instead);
+* bot output comes out of ``handle.events()`` as typed events (``BotTextChunk``, ``BotMessage``,
+  ``BotAudioChunk``, ``ErrorEvent``...), which the channel renders in its own format;
+* ``handle.close()`` ends the conversation; ``close()`` stops the channel at shutdown.
+
+Register a channel by name in config (``server.channels``) as a built-in name, a
+``"package.module:ClassName"`` path, or an entry point in the ``voicebot.channels`` group.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
+
+from starlette.routing import BaseRoute
+
+if TYPE_CHECKING:
+    from voicebot.runtime import BotRuntime
+
+
+class Channel(ABC):
+    name: ClassVar[str]
+
+    def __init__(self, runtime: BotRuntime) -> None:
+        self.runtime = runtime
+
+    @abstractmethod
+    def routes(self) -> list[BaseRoute]:
+        """Routes this channel serves."""
+
+    async def close(self) -> None:
+        """Stop accepting connections and end the live ones (default: nothing to do)."""

@@ -1,0 +1,26 @@
+"""Pipeline stage: decide the language of each user message."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from voicebot.dialogue.engine import DialogueEngine
+from voicebot.events import Event, LanguageIdentified, UserText
+from voicebot.pipeline import Stage, TurnContext
+
+
+class TextLanguageStage(Stage):
+    name = "language"
+    consumes = (UserText,)
+
+    def __init__(self, engine: DialogueEngine) -> None:
+        self.engine = engine
+
+    async def process(self, event: Event, turn: TurnContext) -> AsyncIterator[Event]:
+        assert isinstance(event, UserText)
+        decision = self.engine.identify_language(event.text, turn.session.state)
+        turn.trace["language"] = decision.to_trace()
+        yield LanguageIdentified(
+            session_id=event.session_id, turn_id=event.turn_id, text=event.text,
+            language=decision.language, scores=decision.scores["combined"], switched=decision.switched,
+        )

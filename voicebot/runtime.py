@@ -1,0 +1,165 @@
+"""The bot runtime: shared engine and storage, and a pipeline per session.
+
+Channels (websocket chat, WebRTC voice, an integrator's own) and the terminal chat all talk to
+sessions through ``SessionHandle``, so every way in runs the same engine and the same storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+from voicebot.config import Settings
+from voicebot.dialogue.engine import DialogueEngine
+from voicebot.events import BotMessage, BotReply, ErrorEvent, Event, UserText
+from voicebot.pipeline import SessionPipeline, Stage, TurnContext
+from voicebot.pipelines.lid.stage import TextLanguageStage
+from voicebot.pipelines.nlu.stage import NluStage
+from voicebot.session import Session
+from voicebot.stages import DialogueStage, PersistStage, ResponseStreamStage
+from voicebot.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+class ResumeError(Exception):
+    """The resume token is unknown (or its conversation is gone)."""
+
+
+class SessionHandle:
+    """One live conversation: send user text in, read bot events out."""
+
+    def __init__(self, runtime: BotRuntime, session: Session, token: str, resumed: bool) -> None:
+        self.runtime = runtime
+        self.session = session
+        self.token = token
+        self.resumed = resumed
+        self.pipeline = SessionPipeline(
+            runtime.text_stages(), session, queue_size=runtime.settings.pipeline.queue_size, on_error=self._stage_failed
+        )
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._closed = False
+
+    @property
+    def id(self) -> str:
+        return self.session.id
+
+    def start(self) -> None:
+        self.pipeline.start()
+
+    async def send_text(self, text: str) -> str:
+        """Start a turn for one user message; its events arrive on ``events()``."""
+        turn_id = secrets.token_hex(6)
+        self.pipeline.begin_turn(turn_id, user_text=text)
+        timeout = self.runtime.settings.pipeline.turn_timeout_s
+        loop = asyncio.get_running_loop()
+        self._timers[turn_id] = loop.call_later(timeout, lambda: loop.create_task(self._time_out(turn_id)))
+        await self.pipeline.submit(UserText(session_id=self.id, turn_id=turn_id, text=text))
+        return turn_id
+
+    def cancel_turn(self, turn_id: str) -> bool:
+        return self.pipeline.cancel_turn(turn_id)
+
+    async def events(self) -> AsyncIterator[Event]:
+        async for event in self.pipeline.events():
+            if isinstance(event, BotMessage | ErrorEvent):
+                self._finish(event.turn_id)
+            yield event
+
+    def _finish(self, turn_id: str) -> None:
+        timer = self._timers.pop(turn_id, None)
+        if timer:
+            timer.cancel()
+        self.pipeline.finish_turn(turn_id)
+
+    async def _time_out(self, turn_id: str) -> None:
+        if turn_id in self.pipeline.turns and self.pipeline.cancel_turn(turn_id):
+            log.warning("session %s: turn %s timed out", self.id, turn_id)
+            text, _ = self.runtime.engine.locales.message("error_internal", self.session.state.language)
+            await self.pipeline.emit(ErrorEvent(session_id=self.id, turn_id=turn_id, code="turn_timeout", message=text))
+
+    def _stage_failed(self, stage: Stage, exc: BaseException, event: Event, turn: TurnContext) -> list[Event]:
+        """A failing stage still gives the customer a polite answer, and the turn is stored."""
+        if isinstance(stage, PersistStage):
+            return [ErrorEvent(session_id=self.id, turn_id=turn.turn_id, code="storage_failed",
+                               message="Your message could not be saved. Please send it again.")]
+        text, language = self.runtime.engine.locales.message("error_internal", self.session.state.language)
+        turn.trace["response"] = {"path": "error", "reason": f"{stage.name} failed: {type(exc).__name__}"}
+        return [BotReply(session_id=self.id, turn_id=turn.turn_id, text=text, language=language, path="error")]
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for timer in self._timers.values():
+            timer.cancel()
+        await self.pipeline.close()
+        self.runtime.sessions.pop(self.id, None)
+        try:
+            await self.runtime.storage.end_conversation(self.id)
+        except Exception:  # storage closing at shutdown must not mask the session's end
+            log.exception("cannot mark session %s ended", self.id)
+
+
+class BotRuntime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = settings.storage.data_dir
+        self.storage = Storage(self.data_dir / "voicebot.sqlite")
+        self.engine: DialogueEngine | None = None  # type: ignore[assignment]
+        self.sessions: dict[str, SessionHandle] = {}
+
+    async def start(self) -> None:
+        await self.storage.open()
+        # Training (first start only) takes seconds of CPU: keep the loop responsive meanwhile.
+        self.engine = await asyncio.to_thread(
+            DialogueEngine.from_folder, self.settings.domain.path, self.settings.nlu, self.settings.language, self.data_dir
+        )
+
+    async def close(self) -> None:
+        for handle in list(self.sessions.values()):
+            await handle.close()
+        if self.engine is not None:
+            await self.engine.close()
+        await self.storage.close()
+
+    def text_stages(self) -> list[Stage]:
+        assert self.engine is not None
+        return [
+            TextLanguageStage(self.engine),
+            NluStage(self.engine),
+            DialogueStage(self.engine),
+            ResponseStreamStage(),
+            PersistStage(self.storage),
+        ]
+
+    async def open_session(self, channel: str, *, resume_token: str | None = None, language: str | None = None,
+                           user_id: str | None = None) -> SessionHandle:
+        assert self.engine is not None
+        if resume_token:
+            found = await self.storage.resume(resume_token)
+            if found is None:
+                raise ResumeError("unknown or expired resume token")
+            info, state = found
+            previous = self.sessions.get(info["id"])
+            if previous is not None:  # the same conversation reconnected: the old socket is stale
+                await previous.close()
+            session = Session(info["id"], channel, state, info["user_id"])
+            handle = SessionHandle(self, session, resume_token, resumed=True)
+        else:
+            state = self.engine.new_state(language)
+            session = Session(Session.new_id(), channel, state, user_id)
+            token = secrets.token_urlsafe(24)
+            await self.storage.create_conversation(session.id, token, channel, state.language, user_id, state)
+            handle = SessionHandle(self, session, token, resumed=False)
+        self.sessions[session.id] = handle
+        handle.start()
+        return handle
+
+    def welcome(self, handle: SessionHandle) -> dict[str, Any]:
+        assert self.engine is not None
+        text, language = self.engine.locales.message("welcome", handle.session.state.language)
+        return {"text": text, "language": language}

@@ -1,0 +1,79 @@
+"""Core stages of the text path: dialogue decision, response streaming, persistence."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+from voicebot.dialogue.engine import DialogueEngine, LanguageDecision
+from voicebot.dialogue.tracker import Understood
+from voicebot.events import BotMessage, BotReply, BotTextChunk, Event, Understanding
+from voicebot.pipeline import Stage, TurnContext
+from voicebot.pipelines.nlu.entities import Entity
+from voicebot.storage import Storage, StoredTurn
+
+# Sentence ends in the five demo scripts, plus line breaks (numbered troubleshooting steps).
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？；;:])\s+|(?<=[。！？])|\n+")
+
+
+def split_sentences(text: str) -> list[str]:
+    parts = [part for part in _SENTENCE_END.split(text) if part and part.strip()]
+    return parts or [text]
+
+
+class DialogueStage(Stage):
+    name = "dialogue"
+    consumes = (Understanding,)
+
+    def __init__(self, engine: DialogueEngine) -> None:
+        self.engine = engine
+
+    async def process(self, event: Event, turn: TurnContext) -> AsyncIterator[Event]:
+        assert isinstance(event, Understanding)
+        language_trace = turn.trace.get("language", {})
+        language = LanguageDecision(
+            event.language, bool(language_trace.get("switched")), str(language_trace.get("reason", "")),
+            {k: v for k, v in language_trace.items() if k not in ("chosen", "switched", "reason")},
+        )
+        message = Understood(event.text, event.intent, event.confidence, event.ranking,
+                             [Entity(**entity) for entity in event.entities], event.out_of_scope)
+        decision, trace = await self.engine.respond(turn.session.state, message, language, turn.session.id)
+        turn.trace.update(trace)
+        yield BotReply(session_id=event.session_id, turn_id=event.turn_id, text=decision.text,
+                       language=decision.language, path=decision.path, handoff=decision.handoff)
+
+
+class ResponseStreamStage(Stage):
+    """Streams a reply sentence by sentence; with a generator (issue 4) the chunks are tokens."""
+
+    name = "response"
+    consumes = (BotReply,)
+
+    async def process(self, event: Event, turn: TurnContext) -> AsyncIterator[Event]:
+        assert isinstance(event, BotReply)
+        for index, sentence in enumerate(split_sentences(event.text)):
+            yield BotTextChunk(session_id=event.session_id, turn_id=event.turn_id, text=sentence, index=index)
+        yield event
+
+
+class PersistStage(Stage):
+    """Commits the turn and the state after it; only then is the final message released."""
+
+    name = "storage"
+    consumes = (BotReply,)
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    async def process(self, event: Event, turn: TurnContext) -> AsyncIterator[Event]:
+        assert isinstance(event, BotReply)
+        state = turn.session.state
+        turn.trace["timings_ms"] = dict(turn.timings_ms)
+        turn.trace.setdefault("turn", state.turn_count)
+        intent = turn.trace.get("intent", {}).get("name")
+        status = "handed_off" if state.handed_off else "active"
+        stored = StoredTurn(turn.session.id, int(turn.trace["turn"]), turn.turn_id, turn.user_text, event.text,
+                            event.language, intent, event.path, turn.trace)
+        await self.storage.save_turn(stored, state, status)
+        yield BotMessage(session_id=event.session_id, turn_id=event.turn_id, text=event.text,
+                         language=event.language, trace=turn.trace, handoff=event.handoff)

@@ -1,0 +1,242 @@
+"""SQLite storage: conversations, turns with their traces, dialogue state, user profiles.
+
+One connection in WAL mode, used from one worker thread, so writes are serialised without lock
+contention and the event loop never blocks on disk. A turn and the state after it are written in
+one transaction: after a crash either both are there or neither is, and a bot message is sent to
+the client only once its turn is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from voicebot.session import DialogueState
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    token_hash TEXT UNIQUE NOT NULL,
+    channel TEXT NOT NULL,
+    user_id TEXT,
+    language TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'active',
+    turn_count INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversations_updated ON conversations(updated_at);
+CREATE TABLE IF NOT EXISTS turns (
+    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    turn_index INTEGER NOT NULL,
+    turn_id TEXT NOT NULL,
+    user_text TEXT NOT NULL,
+    bot_text TEXT NOT NULL,
+    language TEXT NOT NULL,
+    intent TEXT,
+    path TEXT NOT NULL,
+    trace TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (conversation_id, turn_index)
+);
+CREATE TABLE IF NOT EXISTS dialogue_state (
+    conversation_id TEXT PRIMARY KEY REFERENCES conversations(id) ON DELETE CASCADE,
+    state TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS user_profiles (
+    user_id TEXT PRIMARY KEY,
+    display_name TEXT,
+    preferred_language TEXT,
+    data TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass
+class StoredTurn:
+    conversation_id: str
+    turn_index: int
+    turn_id: str
+    user_text: str
+    bot_text: str
+    language: str
+    intent: str | None
+    path: str
+    trace: dict[str, Any]
+
+
+class Storage:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicebot-sqlite")
+        self._db: sqlite3.Connection | None = None
+
+    async def _call(self, function: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    async def open(self) -> None:
+        await self._call(self._open)
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, timeout=10, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: durable across process crashes
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(SCHEMA)
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._call(self._db.close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("storage is not open")
+        return self._db
+
+    # -- conversations -------------------------------------------------------------------------
+    async def create_conversation(self, conversation_id: str, token: str, channel: str, language: str, user_id: str | None, state: DialogueState) -> None:
+        def write() -> None:
+            now = time.time()
+            with _transaction(self.db):
+                self.db.execute(
+                    "INSERT INTO conversations (id, token_hash, channel, user_id, language, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (conversation_id, hash_token(token), channel, user_id, language, now, now),
+                )
+                self.db.execute(
+                    "INSERT INTO dialogue_state (conversation_id, state, updated_at) VALUES (?, ?, ?)",
+                    (conversation_id, json.dumps(state.to_dict(), ensure_ascii=False), now),
+                )
+                if user_id:
+                    self.db.execute(
+                        "INSERT INTO user_profiles (user_id, preferred_language, created_at, updated_at) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT(user_id) DO UPDATE SET updated_at = excluded.updated_at",
+                        (user_id, language, now, now),
+                    )
+
+        await self._call(write)
+
+    async def resume(self, token: str) -> tuple[dict[str, Any], DialogueState] | None:
+        """The conversation and its last saved state for a resume token, or None."""
+
+        def read() -> tuple[dict[str, Any], DialogueState] | None:
+            row = self.db.execute(
+                "SELECT c.id, c.channel, c.user_id, c.language, c.status, c.turn_count, s.state FROM conversations c "
+                "JOIN dialogue_state s ON s.conversation_id = c.id WHERE c.token_hash = ?",
+                (hash_token(token),),
+            ).fetchone()
+            if row is None:
+                return None
+            info = dict(zip(("id", "channel", "user_id", "language", "status", "turn_count"), row[:6], strict=True))
+            return info, DialogueState.from_dict(json.loads(row[6]))
+
+        return await self._call(read)
+
+    async def save_turn(self, turn: StoredTurn, state: DialogueState, status: str) -> None:
+        """Store a turn and the state after it atomically."""
+
+        def write() -> None:
+            now = time.time()
+            with _transaction(self.db):
+                self.db.execute(
+                    "INSERT OR REPLACE INTO turns (conversation_id, turn_index, turn_id, user_text, bot_text, language, intent, path, trace, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (turn.conversation_id, turn.turn_index, turn.turn_id, turn.user_text, turn.bot_text, turn.language, turn.intent, turn.path,
+                     json.dumps(turn.trace, ensure_ascii=False, default=str), now),
+                )
+                self.db.execute(
+                    "UPDATE dialogue_state SET state = ?, updated_at = ? WHERE conversation_id = ?",
+                    (json.dumps(state.to_dict(), ensure_ascii=False), now, turn.conversation_id),
+                )
+                self.db.execute(
+                    "UPDATE conversations SET language = ?, status = ?, turn_count = MAX(turn_count, ?), updated_at = ? WHERE id = ?",
+                    (state.language, status, turn.turn_index, now, turn.conversation_id),
+                )
+
+        await self._call(write)
+
+    async def end_conversation(self, conversation_id: str) -> None:
+        def write() -> None:
+            with _transaction(self.db):
+                self.db.execute(
+                    "UPDATE conversations SET status = CASE WHEN status = 'handed_off' THEN status ELSE 'ended' END, updated_at = ? WHERE id = ?",
+                    (time.time(), conversation_id),
+                )
+
+        await self._call(write)
+
+    # -- reading (REST API) --------------------------------------------------------------------
+    async def list_conversations(self, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+        def read() -> tuple[int, list[dict[str, Any]]]:
+            total = self.db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0]
+            rows = self.db.execute(
+                "SELECT id, channel, user_id, language, status, turn_count, created_at, updated_at FROM conversations "
+                "ORDER BY updated_at DESC LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall()
+            keys = ("id", "channel", "user_id", "language", "status", "turn_count", "created_at", "updated_at")
+            return total, [dict(zip(keys, row, strict=True)) for row in rows]
+
+        return await self._call(read)
+
+    async def get_conversation(self, conversation_id: str) -> dict[str, Any] | None:
+        def read() -> dict[str, Any] | None:
+            row = self.db.execute(
+                "SELECT id, channel, user_id, language, status, turn_count, created_at, updated_at FROM conversations WHERE id = ?",
+                (conversation_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            keys = ("id", "channel", "user_id", "language", "status", "turn_count", "created_at", "updated_at")
+            conversation = dict(zip(keys, row, strict=True))
+            turns = self.db.execute(
+                "SELECT turn_index, turn_id, user_text, bot_text, language, intent, path, trace, created_at FROM turns "
+                "WHERE conversation_id = ? ORDER BY turn_index",
+                (conversation_id,),
+            ).fetchall()
+            turn_keys = ("turn_index", "turn_id", "user_text", "bot_text", "language", "intent", "path", "trace", "created_at")
+            conversation["turns"] = [{**dict(zip(turn_keys, t, strict=True)), "trace": json.loads(t[7])} for t in turns]
+            state = self.db.execute("SELECT state FROM dialogue_state WHERE conversation_id = ?", (conversation_id,)).fetchone()
+            conversation["state"] = json.loads(state[0]) if state else None
+            return conversation
+
+        return await self._call(read)
+
+    async def count_turns(self) -> int:
+        return await self._call(lambda: self.db.execute("SELECT COUNT(*) FROM turns").fetchone()[0])
+
+    async def integrity_ok(self) -> bool:
+        return await self._call(lambda: self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (autocommit connection)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
