@@ -1,0 +1,151 @@
+"""Shared fixtures: a real voicebot server in a subprocess on 127.0.0.1, and a websocket client."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """A `voicebot serve` process; stopped by its own pid, never by name."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self, timeout: float = 90) -> ServerProcess:
+        env = {**os.environ, **self.extra_env}
+        self.log_path = self.data_dir / f"server-{self.port}.log"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "voicebot", "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir)],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).json().get("status") == "ok":
+                    return self
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server did not become healthy:\n{self.log_path.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def trained_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Train the demo NLU once per test run; servers copy it instead of retraining."""
+    data_dir = tmp_path_factory.mktemp("models-seed")
+    subprocess.run([sys.executable, "-m", "voicebot", "train", "--data-dir", str(data_dir)], check=True, capture_output=True)
+    return data_dir / "models"
+
+
+def fresh_data_dir(base: Path, trained_models: Path) -> Path:
+    shutil.copytree(trained_models, base / "models")
+    return base
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, trained_models: Path) -> Iterator[ServerProcess]:
+    data_dir = fresh_data_dir(tmp_path_factory.mktemp("server"), trained_models)
+    proc = ServerProcess(data_dir).start()
+    yield proc
+    proc.stop()
+
+
+class ChatClient:
+    """A real websocket client speaking the chat protocol."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.session: dict[str, Any] = {}
+
+    @classmethod
+    async def open(cls, url: str, **start: Any) -> ChatClient:
+        client = cls(await connect(url, max_size=4 * 1024 * 1024))
+        if start.get("token"):
+            await client.send({"type": "resume", "token": start["token"]})
+        else:
+            await client.send({"type": "start", **start})
+        client.session = await client.expect("session")
+        return client
+
+    async def send(self, payload: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(payload, ensure_ascii=False))
+
+    async def recv(self, timeout: float = 30) -> dict[str, Any]:
+        import asyncio
+
+        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+
+    async def expect(self, kind: str, timeout: float = 30) -> dict[str, Any]:
+        while True:
+            message = await self.recv(timeout)
+            if message["type"] == kind:
+                return message
+            if message["type"] == "error" and kind != "error":
+                raise AssertionError(f"expected {kind}, got error {message}")
+
+    async def say(self, text: str) -> dict[str, Any]:
+        """Send a message; return the final bot message with the chunks streamed before it."""
+        await self.send({"type": "message", "text": text})
+        chunks: list[str] = []
+        while True:
+            message = await self.recv()
+            if message["type"] == "chunk":
+                chunks.append(message["text"])
+            elif message["type"] == "message":
+                message["chunks"] = chunks
+                return message
+            elif message["type"] == "error":
+                raise AssertionError(f"error reply to {text!r}: {message}")
+
+    async def close(self) -> None:
+        await self.ws.close()
