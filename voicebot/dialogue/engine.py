@@ -7,6 +7,7 @@ caller passes in, so one engine serves any number of concurrent sessions.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from voicebot.pipelines.nlu.entities import EntityExtractor
 from voicebot.session import DialogueState, HistoryEntry
 
 log = logging.getLogger(__name__)
+
+_CLAUSE = re.compile(r"[,.!?;，。！？；、]+")
 
 
 @dataclass
@@ -101,9 +104,23 @@ class DialogueEngine:
         entities = self.extractor.extract(text, language)
         masked = self.extractor.mask(text, entities)
         ranking = self.classifier.rank(masked)
+        ranking = self._skip_pleasantries(masked, ranking)
         intent, confidence = ranking[0]
         out_of_scope = intent == "out_of_scope" or confidence < self.nlu_settings.oos_threshold
         return Understood(text, intent, confidence, [(i, round(p, 4)) for i, p in ranking[:5]], entities, out_of_scope)
+
+    def _skip_pleasantries(self, masked: str, ranking: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """"Hi, where is my order?" is an order question: when the whole message reads as
+        smalltalk but it has several parts, the rest after the greeting decides."""
+        top = self.domain.spec.intents.get(ranking[0][0])
+        parts = [p for p in _CLAUSE.split(masked) if p.strip()]
+        if top is None or top.kind != "smalltalk" or len(parts) < 2:
+            return ranking
+        rest = self.classifier.rank(" ".join(parts[1:]))
+        rest_intent = self.domain.spec.intents.get(rest[0][0])
+        if rest_intent and rest_intent.kind not in ("smalltalk", "out_of_scope") and rest[0][1] >= self.nlu_settings.oos_threshold:
+            return rest
+        return ranking
 
     # -- responding ----------------------------------------------------------------------------
     async def respond(self, state: DialogueState, message: Understood, language: LanguageDecision, session_id: str) -> tuple[Decision, dict[str, Any]]:

@@ -58,7 +58,7 @@ def _intent_for_flow(spec: DomainSpec, flow: str) -> str | None:
 
 def update_state(state: DialogueState, message: Understood, spec: DomainSpec, sentiment: float) -> TrackerUpdate:
     state.turn_count += 1
-    state.sentiment_trend = round(0.5 * state.sentiment_trend + 0.5 * sentiment, 3)
+    state.sentiment_trend = round(0.4 * state.sentiment_trend + 0.6 * sentiment, 3)
     intent_spec = spec.intents.get(message.intent)
     kind = "out_of_scope" if message.out_of_scope or intent_spec is None else intent_spec.kind
     update = TrackerUpdate(kind=kind)
