@@ -1,0 +1,60 @@
+"""Stop the server mid-conversation, start it again, resume with the token: nothing is forgotten."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ChatClient, ServerProcess, fresh_data_dir
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["graceful", "killed"])
+async def test_restart_and_resume_remembers_order_id(tmp_path: Path, trained_models: Path, stop_signal: int) -> None:
+    data_dir = fresh_data_dir(tmp_path / "data", trained_models)
+    first = ServerProcess(data_dir).start()
+    try:
+        chat = await ChatClient.open(first.ws_url, language="en")
+        token, session_id = chat.session["token"], chat.session["session_id"]
+        reply = await chat.say("where is my order 54321?")
+        assert "54321" in reply["text"]
+    finally:
+        first.stop(stop_signal)
+
+    second = ServerProcess(data_dir).start()
+    try:
+        resumed = await ChatClient.open(second.ws_url, token=token)
+        assert resumed.session["resumed"] is True and resumed.session["session_id"] == session_id
+        assert resumed.session["history"][0]["user"] == "where is my order 54321?"
+        # "cancel it" needs the order id from before the restart.
+        confirm = await resumed.say("please cancel it")
+        assert "54321" in confirm["text"] and confirm["trace"]["state"]["awaiting_confirmation"] == "cancel_order"
+        assert confirm["trace"]["turn"] == 2
+        await resumed.close()
+    finally:
+        second.stop()
+
+
+async def test_reconnect_with_token_continues_same_conversation(server: ServerProcess) -> None:
+    chat = await ChatClient.open(server.ws_url, language="de")
+    await chat.say("Wo ist meine Bestellung?")
+    await chat.close()
+    again = await ChatClient.open(server.ws_url, token=chat.session["token"])
+    assert again.session["language"] == "de"
+    answer = await again.say("12345")  # answers the question asked before the reconnect
+    assert "12345" in answer["text"] and answer["trace"]["action"]["name"] == "lookup_order"
+    await again.close()
+
+
+async def test_unknown_token_is_refused_clearly(server: ServerProcess) -> None:
+    from websockets.asyncio.client import connect
+
+    import json
+
+    async with connect(server.ws_url) as ws:
+        await ws.send(json.dumps({"type": "resume", "token": "not-a-real-token"}))
+        error = json.loads(await ws.recv())
+        assert error["type"] == "error" and error["code"] == "resume_failed"
+        await ws.send(json.dumps({"type": "start"}))  # the connection goes on
+        assert json.loads(await ws.recv())["type"] == "session"
