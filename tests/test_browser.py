@@ -1,0 +1,202 @@
+"""The chat page in a real headless Chromium against a real server (the `server` fixture)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+Browser = playwright_sync.Browser
+Page = playwright_sync.Page
+expect = playwright_sync.expect
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic",
+]
+TIMEOUT_MS = 15_000
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with playwright_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def open_chat(browser: Browser, url: str, locale: str = "en-US") -> Page:
+    """A fresh context (own localStorage) with the chat page loaded and its welcome shown."""
+    context = browser.new_context(locale=locale, viewport={"width": 900, "height": 820})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(url + "/")
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "online")
+    expect(final_bot(page).first).to_be_visible()
+    return page
+
+
+def final_bot(page: Page):
+    """Bot bubbles whose answer is complete (the final `message` frame replaced the streamed chunks)."""
+    return page.locator('[data-testid="bot-message"][data-final="true"]')
+
+
+def row_of(bubble):
+    """The message row around a bubble: it holds the bubble, its why-button and its trace panel."""
+    return bubble.locator("xpath=..")
+
+
+def say(page: Page, text: str, *, enter: bool = True):
+    """Send one message; return the locator of the bot bubble that answers it, once final."""
+    answers = final_bot(page)
+    before = answers.count()
+    page.get_by_test_id("input").fill(text)
+    if enter:
+        page.get_by_test_id("input").press("Enter")
+    else:
+        page.get_by_test_id("send").click()
+    expect(page.get_by_test_id("user-message").last).to_have_text(text)
+    expect(answers).to_have_count(before + 1)
+    return answers.nth(before)
+
+
+def test_order_status_with_trace(browser: Browser, server) -> None:
+    page = open_chat(browser, server.url)
+    try:
+        welcome = final_bot(page).first
+        expect(welcome).to_contain_text("help")
+        expect(welcome).to_have_attribute("lang", "en")
+
+        ask = say(page, "where is my order?")
+        expect(ask).to_contain_text(re.compile("order number", re.I))
+        expect(page.get_by_test_id("input")).to_have_value("")
+
+        answer = say(page, "12345", enter=False)
+        expect(answer).to_contain_text("12345")
+        expect(answer).to_contain_text("Redmi Note 13")
+        expect(answer).to_have_attribute("lang", "en")
+
+        row = row_of(answer)
+        trace = row.get_by_test_id("trace")
+        expect(trace).to_be_hidden()
+        row.get_by_test_id("why").click()
+        expect(trace).to_be_visible()
+        expect(trace).to_contain_text("Intent")
+        expect(trace).to_contain_text(re.compile(r"\binform\b|\border_status\b"))
+        expect(trace).to_contain_text("order_id")
+        expect(trace).to_contain_text("12345")
+        expect(trace).to_contain_text("lookup_order")
+        expect(trace).to_contain_text("found")
+        expect(trace).to_contain_text("Timings")
+        expect(row.get_by_test_id("why")).to_have_attribute("aria-expanded", "true")
+        # No error line anywhere in a normal conversation.
+        expect(page.locator(".error")).to_have_count(0)
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
+
+        row.get_by_test_id("why").click()
+        expect(trace).to_be_hidden()
+    finally:
+        page.context.close()
+
+
+def test_chinese_locale(browser: Browser, server) -> None:
+    page = open_chat(browser, server.url, locale="zh-CN")
+    try:
+        assert page.evaluate("navigator.language") == "zh-CN"
+        welcome = final_bot(page).first
+        expect(welcome).to_have_text(CJK)
+        expect(welcome).to_have_attribute("lang", "zh")
+
+        answer = say(page, "退货政策是什么")
+        expect(answer).to_contain_text("30")
+        expect(answer).to_have_attribute("lang", "zh")
+
+        row = row_of(answer)
+        row.get_by_test_id("why").click()
+        trace = row.get_by_test_id("trace")
+        expect(trace).to_contain_text("return_policy")  # the knowledge-base article used
+        expect(trace).to_contain_text("knowledge")
+    finally:
+        page.context.close()
+
+
+def test_reload_resumes_conversation(browser: Browser, server) -> None:
+    page = open_chat(browser, server.url)
+    try:
+        say(page, "where is my order?")
+        expect(say(page, "12345")).to_contain_text("Redmi Note 13")
+        token = page.evaluate("localStorage.getItem('voicebot.resumeToken')")
+        assert token
+
+        page.reload()
+        expect(page.get_by_test_id("status")).to_have_attribute("data-state", "online")
+        users = page.get_by_test_id("user-message")
+        expect(users).to_have_text(["where is my order?", "12345"])
+        bots = final_bot(page)
+        expect(bots).to_have_count(2)  # history replaces the welcome
+        expect(bots.nth(1)).to_contain_text("Redmi Note 13")
+        assert page.evaluate("localStorage.getItem('voicebot.resumeToken')") == token
+
+        # A re-rendered answer still explains itself (its trace comes from the conversations API).
+        row = row_of(bots.nth(1))
+        row.get_by_test_id("why").click()
+        expect(row.get_by_test_id("trace")).to_contain_text("lookup_order")
+
+        answer = say(page, "cancel it")
+        expect(answer).to_contain_text(re.compile("cancel", re.I))
+        expect(answer).to_contain_text("12345")
+    finally:
+        page.context.close()
+
+
+def test_new_conversation_button(browser: Browser, server) -> None:
+    page = open_chat(browser, server.url)
+    try:
+        say(page, "where is my order?")
+        token = page.evaluate("localStorage.getItem('voicebot.resumeToken')")
+        page.get_by_test_id("new-conversation").click()
+        expect(page.get_by_test_id("user-message")).to_have_count(0)
+        expect(final_bot(page)).to_have_count(1)
+        expect(final_bot(page).first).to_contain_text("help")
+        page.wait_for_function("t => { const v = localStorage.getItem('voicebot.resumeToken'); return v && v !== t; }", arg=token)
+    finally:
+        page.context.close()
+
+
+def test_bad_resume_token_starts_over(browser: Browser, server) -> None:
+    context = browser.new_context(locale="en-US")
+    context.set_default_timeout(TIMEOUT_MS)
+    context.add_init_script("localStorage.setItem('voicebot.resumeToken', 'not-a-real-token-at-all')")
+    page = context.new_page()
+    try:
+        page.goto(server.url + "/")
+        expect(final_bot(page).first).to_contain_text("help")
+        expect(page.locator(".error")).to_have_count(0)
+    finally:
+        context.close()
+
+
+def test_markup_is_shown_as_text(browser: Browser, server) -> None:
+    page = open_chat(browser, server.url)
+    try:
+        payload = '<img src=x onerror="window.__xss=1">'
+        say(page, payload)
+        expect(page.get_by_test_id("user-message").last).to_have_text(payload)
+        assert page.locator("#messages img").count() == 0
+        assert page.evaluate("typeof window.__xss") == "undefined"
+    finally:
+        page.context.close()
