@@ -75,7 +75,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from voicebot.dialogue.domain import load_domain
-    from voicebot.dialogue.nlu import domain_examples, evaluate, fingerprint, train_classifier
+    from voicebot.dialogue.nlu import domain_examples, evaluate, model_path, train_classifier
     from voicebot.pipelines.nlu.entities import EntityExtractor
 
     settings = _settings(args)
@@ -85,11 +85,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     extractor = EntityExtractor(domain.spec)
     examples = domain_examples(domain, extractor)
     print(f"{len(examples)} examples, {len(domain.spec.intents)} intents, languages {', '.join(domain.languages)}")
-    evaluation = evaluate(examples)
-    print("held-out intent accuracy (25% stratified split), voicebot vs plain TF-IDF + logistic regression:")
+    evaluation = evaluate(examples, settings=settings.nlu)
+    print(f"held-out intent accuracy (25% stratified split), {settings.nlu.backend} vs plain TF-IDF + logistic regression:")
     print(evaluation.report())
-    model = train_classifier(examples)
-    path = settings.storage.data_dir / "models" / f"nlu-{domain.name}-{fingerprint(domain)}.joblib"
+    model = train_classifier(examples, settings.nlu)
+    path = model_path(domain, settings.storage.data_dir / "models", settings.nlu)
     model.save(path)
     print(f"model trained on all examples and saved to {path}")
     return 0

@@ -49,13 +49,22 @@ class DialogueEngine:
         self.locales = locales or Locales()
         self.extractor = EntityExtractor(domain.spec)
         examples = domain_examples(domain, self.extractor)
-        self.classifier, self.nlu_model_info = load_or_train(domain, self.extractor, data_dir / "models")
+        self.classifier, self.nlu_model_info = load_or_train(domain, self.extractor, data_dir / "models", nlu)
         self.detector = TextLanguageDetector(domain.languages, seed=language.detector_seed)
         self.detector.fit_domain([e.text for e in examples], [e.language for e in examples])
         self.kb = KnowledgeBase(domain)
         self.sentiment = LexiconSentiment(self.locales)
         self.actions = ActionRunner(domain, open_domain_database(domain, data_dir))
         self.policy = Policy(domain, self.locales, self.kb, self.actions, nlu.clarify_margin)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """First calls into the models are slow (lazy init); pay that at start, not in a turn."""
+        for language in self.domain.languages:
+            sample = next(iter(self.domain.examples.get(language, {}).values()), ["hello"])[0]
+            self.understand(sample, language)
+            self.identify_language(sample, self.new_state(language))
+            self.kb.search(sample, language)
 
     @classmethod
     def from_folder(cls, folder: Path, nlu: NluSettings, language: LanguageSettings, data_dir: Path) -> DialogueEngine:

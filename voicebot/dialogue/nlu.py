@@ -6,15 +6,28 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from sklearn.model_selection import train_test_split
 
+from voicebot.config import ConfigError, NluSettings
 from voicebot.dialogue.domain import Domain
 from voicebot.pipelines.nlu.charngram import FORMAT_VERSION, CharNgramIntentClassifier, TfidfBaseline
 from voicebot.pipelines.nlu.entities import Entity, EntityExtractor
 
 log = logging.getLogger(__name__)
+
+
+class IntentClassifier(Protocol):
+    name: str
+
+    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> IntentClassifier: ...
+    def rank(self, text: str) -> list[tuple[str, float]]: ...
+    def rank_many(self, texts: Sequence[str]) -> list[list[tuple[str, float]]]: ...
+    def save(self, path: Path) -> None: ...
+    @classmethod
+    def load(cls, path: Path) -> IntentClassifier: ...
 
 
 @dataclass
@@ -57,23 +70,43 @@ def domain_examples(domain: Domain, extractor: EntityExtractor) -> list[Example]
     return examples
 
 
-def fingerprint(domain: Domain) -> str:
-    digest = hashlib.sha256(f"format={FORMAT_VERSION}".encode())
+def fingerprint(domain: Domain, settings: NluSettings | None = None) -> str:
+    settings = settings or NluSettings()
+    digest = hashlib.sha256(f"format={FORMAT_VERSION};backend={settings.backend};model={settings.embedding_model}".encode())
     digest.update((domain.folder / "domain.yaml").read_bytes())
     for language in sorted(domain.examples):
         digest.update((domain.folder / "nlu" / f"{language}.yaml").read_bytes())
     return digest.hexdigest()[:16]
 
 
-def train_classifier(examples: list[Example]) -> CharNgramIntentClassifier:
-    return CharNgramIntentClassifier().fit([e.text for e in examples], [e.intent for e in examples])
+def make_classifier(settings: NluSettings | None = None) -> IntentClassifier:
+    settings = settings or NluSettings()
+    if settings.backend == "embedding":
+        if not settings.embedding_model:
+            raise ConfigError("nlu.embedding_model must name a sentence-transformers model folder or id when nlu.backend = 'embedding'")
+        from voicebot.pipelines.nlu.embedding import EmbeddingIntentClassifier
+
+        return EmbeddingIntentClassifier(settings.embedding_model)
+    return CharNgramIntentClassifier()
 
 
-def evaluate(examples: list[Example], test_fraction: float = 0.25, seed: int = 7) -> Evaluation:
+def classifier_class(settings: NluSettings) -> type[IntentClassifier]:
+    if settings.backend == "embedding":
+        from voicebot.pipelines.nlu.embedding import EmbeddingIntentClassifier
+
+        return EmbeddingIntentClassifier
+    return CharNgramIntentClassifier
+
+
+def train_classifier(examples: list[Example], settings: NluSettings | None = None) -> IntentClassifier:
+    return make_classifier(settings).fit([e.text for e in examples], [e.intent for e in examples])
+
+
+def evaluate(examples: list[Example], test_fraction: float = 0.25, seed: int = 7, settings: NluSettings | None = None) -> Evaluation:
     """Stratified hold-out by (language, intent); per-language accuracy against the baseline."""
     strata = [f"{e.language}/{e.intent}" for e in examples]
     train, test = train_test_split(examples, test_size=test_fraction, random_state=seed, stratify=strata)
-    model = train_classifier(train)
+    model = train_classifier(train, settings)
     baseline = TfidfBaseline().fit([e.text for e in train], [e.intent for e in train])
     predicted = [ranking[0][0] for ranking in model.rank_many([e.text for e in test])]
     baseline_predicted = baseline.predict([e.text for e in test])
@@ -91,15 +124,20 @@ def evaluate(examples: list[Example], test_fraction: float = 0.25, seed: int = 7
     return result
 
 
-def load_or_train(domain: Domain, extractor: EntityExtractor, models_dir: Path) -> tuple[CharNgramIntentClassifier, dict[str, Any]]:
-    """Use the model `voicebot train` saved for exactly these domain files, or train one now."""
-    path = models_dir / f"nlu-{domain.name}-{fingerprint(domain)}.joblib"
+def model_path(domain: Domain, models_dir: Path, settings: NluSettings | None = None) -> Path:
+    return models_dir / f"nlu-{domain.name}-{fingerprint(domain, settings)}.joblib"
+
+
+def load_or_train(domain: Domain, extractor: EntityExtractor, models_dir: Path, settings: NluSettings | None = None) -> tuple[IntentClassifier, dict[str, Any]]:
+    """Use the model `voicebot train` saved for exactly these domain files and settings, or train one now."""
+    settings = settings or NluSettings()
+    path = model_path(domain, models_dir, settings)
     if path.is_file():
         try:
-            return CharNgramIntentClassifier.load(path), {"model_file": str(path), "trained_now": False}
+            return classifier_class(settings).load(path), {"model_file": str(path), "trained_now": False}
         except Exception as exc:  # a corrupt or foreign file must not stop the bot: retrain
             log.warning("cannot load %s (%s); retraining", path, exc)
-    model = train_classifier(domain_examples(domain, extractor))
+    model = train_classifier(domain_examples(domain, extractor), settings)
     try:
         model.save(path)
     except OSError as exc:
