@@ -171,6 +171,7 @@ class LevelStats:
     sessions: int
     latencies_ms: list[float] = field(default_factory=list)
     first_chunk_ms: list[float] = field(default_factory=list)
+    tail_ms: list[float] = field(default_factory=list)
     ack_ms: list[float] = field(default_factory=list)
     open_ms: list[float] = field(default_factory=list)
     chunks: list[int] = field(default_factory=list)
@@ -267,6 +268,7 @@ async def run_turn(ws: Any, recv: Any, text: str, language: str, args: argparse.
     await ws.send(json.dumps({"type": "message", "text": text}, ensure_ascii=False))
     turn_id: str | None = None
     first_chunk: float | None = None
+    last_chunk: float | None = None
     chunks = 0
     while True:
         try:
@@ -286,6 +288,7 @@ async def run_turn(ws: Any, recv: Any, text: str, language: str, args: argparse.
             if turn_id is not None and frame.get("turn_id") != turn_id:
                 continue
             chunks += 1
+            last_chunk = now
             if first_chunk is None:
                 first_chunk = now
         elif kind == "message":
@@ -294,6 +297,8 @@ async def run_turn(ws: Any, recv: Any, text: str, language: str, args: argparse.
             stats.latencies_ms.append((now - sent) * 1000.0)
             if first_chunk is not None:
                 stats.first_chunk_ms.append((first_chunk - sent) * 1000.0)
+            if last_chunk is not None:  # the reply is streamed; the final message waits for its commit
+                stats.tail_ms.append((now - last_chunk) * 1000.0)
             stats.chunks.append(chunks)
             trace = frame.get("trace") or {}
             timings = trace.get("timings_ms") or {}
@@ -373,6 +378,7 @@ def summarize(stats: LevelStats, elapsed: float, client_cpu_s: float, server: Se
                        "p95": pct(stats.latencies_ms, 95), "p99": pct(stats.latencies_ms, 99),
                        "max": round(max(stats.latencies_ms), 1) if turns else None},
         "first_chunk_ms": {"p50": pct(stats.first_chunk_ms, 50), "p95": pct(stats.first_chunk_ms, 95)},
+        "last_chunk_to_message_ms": {"p50": pct(stats.tail_ms, 50), "p95": pct(stats.tail_ms, 95)},
         "ack_ms": {"p50": pct(stats.ack_ms, 50), "p95": pct(stats.ack_ms, 95)},
         "session_open_ms": {"p50": pct(stats.open_ms, 50), "p95": pct(stats.open_ms, 95), "max": round(max(stats.open_ms), 1) if stats.open_ms else None},
         "chunks_per_turn": round(float(np.mean(stats.chunks)), 2) if stats.chunks else None,
@@ -400,7 +406,9 @@ def print_level(level: dict[str, Any]) -> None:
           + (f" {level['error_kinds']}" if level["errors"] else "")
           + (f", unfinished at deadline {level['unfinished_at_deadline']}" if level["unfinished_at_deadline"] else ""))
     print(f"   turn latency ms: mean {fmt(lat['mean'])}  p50 {fmt(lat['p50'])}  p95 {fmt(lat['p95'])}  p99 {fmt(lat['p99'])}  max {fmt(lat['max'])}")
-    print(f"   first chunk ms: p50 {fmt(fc['p50'])}  p95 {fmt(fc['p95'])}   ack ms: p50 {fmt(level['ack_ms']['p50'])}  p95 {fmt(level['ack_ms']['p95'])}"
+    tail = level["last_chunk_to_message_ms"]
+    print(f"   first chunk ms: p50 {fmt(fc['p50'])}  p95 {fmt(fc['p95'])}   last chunk -> message ms: p50 {fmt(tail['p50'])}  p95 {fmt(tail['p95'])}")
+    print(f"   ack ms: p50 {fmt(level['ack_ms']['p50'])}  p95 {fmt(level['ack_ms']['p95'])}"
           f"   session open ms: p50 {fmt(level['session_open_ms']['p50'])}  p95 {fmt(level['session_open_ms']['p95'])}")
     print(f"   sessions completed {level['sessions_completed']}, cut by --max-seconds {level['sessions_cut']}; "
           f"chunks/turn {fmt(level['chunks_per_turn'])}; paths {level['response_paths']}; handoffs {level['handoffs']}; "
@@ -460,8 +468,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-async def bench(args: argparse.Namespace, url: str, server: ServerProcess | None, quiet: bool) -> list[dict[str, Any]]:
-    levels: list[dict[str, Any]] = []
+async def bench(args: argparse.Namespace, url: str, server: ServerProcess | None, quiet: bool,
+                levels: list[dict[str, Any]]) -> None:
     for number, sessions in enumerate(args.levels):
         if number:
             await asyncio.sleep(args.pause)
@@ -477,7 +485,6 @@ async def bench(args: argparse.Namespace, url: str, server: ServerProcess | None
         if not quiet:
             print_level(level)
             sys.stdout.flush()
-    return levels
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -490,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.json
     server: ServerProcess | None = None
     temp_dir: Path | None = None
+    levels: list[dict[str, Any]] = []
+    header: dict[str, Any] = {}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:
         if args.url:
@@ -525,13 +534,15 @@ def main(argv: list[str] | None = None) -> int:
             print("stage times are trace.timings_ms (server wall time per stage call, incl. awaits); "
                   "'transport/queueing' = mean turn latency - sum of stage means "
                   "(a stage missing from a trace counts as 0 ms there; see 'in % of traces').")
-        levels = asyncio.run(bench(args, url, server, quiet))
+        asyncio.run(bench(args, url, server, quiet, levels))
         if not quiet:
             print_summary(levels)
         print(json.dumps({"bench": "chat_load", **header, "results": levels}, ensure_ascii=False))
         return 0
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"interrupted after {len(levels)} complete level(s)", file=sys.stderr)
+        if levels:  # what was measured so far is still worth having
+            print(json.dumps({"bench": "chat_load", **header, "interrupted": True, "results": levels}, ensure_ascii=False))
         return 130
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
