@@ -528,8 +528,8 @@ def main(argv: list[str] | None = None) -> int:
                   + (f", pid {server.pid}, started in {server.startup_s:.1f} s" if server else ", external server") + ")")
             print(f"machine: {cores} CPU cores; the benchmark client, the server and its worker threads share them, so the "
                   "client's own CPU use (shown per level) takes from the server's - figures are a lower bound on server capacity.")
-            print(f"sessions {args.levels}, rounds {args.rounds}, scripts round-robin over {[l for l, _ in SCRIPTS]} "
-                  f"({', '.join(f'{l}: {len(m)} turns' for l, m in SCRIPTS)}), --max-seconds {args.max_seconds:g} per level, "
+            print(f"sessions {args.levels}, rounds {args.rounds}, scripts round-robin over {[lang for lang, _ in SCRIPTS]} "
+                  f"({', '.join(f'{lang}: {len(m)} turns' for lang, m in SCRIPTS)}), --max-seconds {args.max_seconds:g} per level, "
                   f"turn timeout {args.turn_timeout:g} s. Figures only: nothing here passes or fails on time.")
             print("stage times are trace.timings_ms (server wall time per stage call, incl. awaits); "
                   "'transport/queueing' = mean turn latency - sum of stage means "

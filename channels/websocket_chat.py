@@ -14,11 +14,21 @@ from typing import Any
 
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
-
 from voicebot.channels.base import Channel
 from voicebot.channels.chat_protocol import (
-    PROTOCOL_VERSION, Cancel, End, Ping, ProtocolError, Resume, Start, Typing, UserMessage, clean_text, parse,
+    PROTOCOL_VERSION,
+    Cancel,
+    End,
+    Ping,
+    ProtocolError,
+    Resume,
+    Start,
+    Typing,
+    UserMessage,
+    clean_text,
+    parse,
 )
+
 from voicebot.events import BotMessage, BotTextChunk, ErrorEvent
 from voicebot.runtime import ResumeError, SessionHandle
 

@@ -7,6 +7,7 @@ import json
 import httpx
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import ChatClient, ServerProcess
 
@@ -72,9 +73,10 @@ async def test_oversized_frame_closes_only_that_socket(server: ServerProcess) ->
         await ws.send(json.dumps({"type": "start"}))
         json.loads(await ws.recv())
         await ws.send("x" * (2 * 1024 * 1024))  # above server.max_frame_bytes
-        with pytest.raises(Exception):
+        with pytest.raises(ConnectionClosed) as closed:
             for _ in range(5):
                 await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big
     answer = await bystander.say("12345")
     assert "12345" in answer["text"]
     await bystander.close()

@@ -48,9 +48,9 @@ async def test_reconnect_with_token_continues_same_conversation(server: ServerPr
 
 
 async def test_unknown_token_is_refused_clearly(server: ServerProcess) -> None:
-    from websockets.asyncio.client import connect
-
     import json
+
+    from websockets.asyncio.client import connect
 
     async with connect(server.ws_url) as ws:
         await ws.send(json.dumps({"type": "resume", "token": "not-a-real-token"}))

@@ -75,7 +75,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from voicebot.dialogue.domain import load_domain
-    from voicebot.dialogue.nlu import domain_examples, evaluate, model_path, train_classifier
+    from voicebot.dialogue.nlu import (
+        domain_examples,
+        evaluate,
+        model_path,
+        train_classifier,
+    )
     from voicebot.pipelines.nlu.entities import EntityExtractor
 
     settings = _settings(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 
 from voicebot.dialogue.engine import DialogueEngine, LanguageDecision
@@ -74,6 +75,10 @@ class PersistStage(Stage):
         status = "handed_off" if state.handed_off else "active"
         stored = StoredTurn(turn.session.id, int(turn.trace["turn"]), turn.turn_id, turn.user_text, event.text,
                             event.language, intent, event.path, turn.trace)
+        started = time.perf_counter()
         await self.storage.save_turn(stored, state, status)
+        # The commit's own time can only be known after it: the client's copy of the trace has
+        # it, the stored copy (written by that commit) does not.
+        sent = {**turn.trace, "timings_ms": {**turn.trace["timings_ms"], "storage": round((time.perf_counter() - started) * 1000, 3)}}
         yield BotMessage(session_id=event.session_id, turn_id=event.turn_id, text=event.text,
-                         language=event.language, trace=turn.trace, handoff=event.handoff)
+                         language=event.language, trace=sent, handoff=event.handoff)

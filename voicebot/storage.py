@@ -13,11 +13,13 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from voicebot.batching import Batcher, BatchItem
 from voicebot.session import DialogueState
 
 T = TypeVar("T")
@@ -86,6 +88,9 @@ class Storage:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicebot-sqlite")
         self._db: sqlite3.Connection | None = None
+        self._turn_batcher: Batcher[tuple[StoredTurn, dict[str, Any], str], None] = Batcher(
+            self._write_turn_batch, max_batch=128, max_wait_s=0.002, name="storage"
+        )
 
     async def _call(self, function: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
@@ -103,6 +108,7 @@ class Storage:
         self._db = db
 
     async def close(self) -> None:
+        await self._turn_batcher.close()
         if self._db is not None:
             await self._call(self._db.close)
             self._db = None
@@ -153,11 +159,23 @@ class Storage:
         return await self._call(read)
 
     async def save_turn(self, turn: StoredTurn, state: DialogueState, status: str) -> None:
-        """Store a turn and the state after it atomically."""
+        """Store a turn and the state after it atomically.
 
-        def write() -> None:
-            now = time.time()
-            with _transaction(self.db):
+        Turns of concurrent sessions are committed together (group commit): one transaction per
+        batch instead of one per turn. If a batch fails, the batcher retries its parts so only
+        the turn at fault gets the error.
+        """
+        await self._turn_batcher.submit((turn, state.to_dict(), status))
+
+    async def _write_turn_batch(self, items: Sequence[BatchItem[tuple[StoredTurn, dict[str, Any], str]]]) -> list[None]:
+        payloads = [item.payload for item in items]
+        await self._call(self._write_turns, payloads)
+        return [None] * len(payloads)
+
+    def _write_turns(self, payloads: list[tuple[StoredTurn, dict[str, Any], str]]) -> None:
+        now = time.time()
+        with _transaction(self.db):
+            for turn, state, status in payloads:
                 self.db.execute(
                     "INSERT OR REPLACE INTO turns (conversation_id, turn_index, turn_id, user_text, bot_text, language, intent, path, trace, created_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -166,14 +184,12 @@ class Storage:
                 )
                 self.db.execute(
                     "UPDATE dialogue_state SET state = ?, updated_at = ? WHERE conversation_id = ?",
-                    (json.dumps(state.to_dict(), ensure_ascii=False), now, turn.conversation_id),
+                    (json.dumps(state, ensure_ascii=False), now, turn.conversation_id),
                 )
                 self.db.execute(
                     "UPDATE conversations SET language = ?, status = ?, turn_count = MAX(turn_count, ?), updated_at = ? WHERE id = ?",
-                    (state.language, status, turn.turn_index, now, turn.conversation_id),
+                    (state["language"], status, turn.turn_index, now, turn.conversation_id),
                 )
-
-        await self._call(write)
 
     async def end_conversation(self, conversation_id: str) -> None:
         def write() -> None:

@@ -18,7 +18,7 @@ class TextLanguageStage(Stage):
 
     async def process(self, event: Event, turn: TurnContext) -> AsyncIterator[Event]:
         assert isinstance(event, UserText)
-        decision = self.engine.identify_language(event.text, turn.session.state)
+        decision = await self.engine.identify_language_async(event.text, turn.session.state)
         turn.trace["language"] = decision.to_trace()
         yield LanguageIdentified(
             session_id=event.session_id, turn_id=event.turn_id, text=event.text,

@@ -68,21 +68,25 @@ class TextLanguageDetector:
             scores[code] = scores.get(code, 0.0) + float(item.prob)
         return scores
 
-    def _domain_scores(self, text: str) -> dict[str, float]:
+    def domain_scores_many(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        """The domain model's scores for many texts in one call (the language stage batches)."""
         if self._domain_model is None:
-            return {}
-        probabilities = self._domain_model.predict_proba([text])[0]
-        return {str(lang): float(p) for lang, p in zip(self._domain_model.classes_, probabilities, strict=True)}
+            return [{} for _ in texts]
+        probabilities = self._domain_model.predict_proba(list(texts))
+        classes = [str(lang) for lang in self._domain_model.classes_]
+        return [dict(zip(classes, map(float, row), strict=True)) for row in probabilities]
 
-    def scores(self, text: str) -> dict[str, dict[str, float]]:
+    def scores(self, text: str, domain: dict[str, float] | None = None, use_langdetect: bool = True) -> dict[str, dict[str, float]]:
         """Per-source and combined scores over the supported languages."""
         han, kana = len(_HAN.findall(text)), len(_KANA_HANGUL.findall(text))
         letters = max(letter_count(text), 1)
-        detected = self._langdetect_scores(text)
-        domain = self._domain_scores(text)
-        combined = {lang: 0.5 * detected.get(lang, 0.0) + 0.5 * domain.get(lang, 0.0) for lang in self.supported}
-        if not domain:
-            combined = {lang: detected.get(lang, 0.0) for lang in self.supported}
+        detected = self._langdetect_scores(text) if use_langdetect else {}
+        if domain is None:
+            domain = self.domain_scores_many([text])[0]
+        if detected and domain:
+            combined = {lang: 0.5 * detected.get(lang, 0.0) + 0.5 * domain.get(lang, 0.0) for lang in self.supported}
+        else:
+            combined = {lang: (detected or domain).get(lang, 0.0) for lang in self.supported}
         if han / letters > 0.3 and kana == 0:
             # Han script without kana/hangul is Chinese whatever langdetect guesses (it says ja/ko on short text).
             chinese = "zh-tw" if "zh-tw" in self.supported and any(ch in _TRADITIONAL_ONLY for ch in text) else "zh"

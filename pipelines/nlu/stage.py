@@ -18,7 +18,7 @@ class NluStage(Stage):
 
     async def process(self, event: Event, turn: TurnContext) -> AsyncIterator[Event]:
         assert isinstance(event, LanguageIdentified)
-        understood = self.engine.understand(event.text, event.language)
+        understood = await self.engine.understand_async(event.text, event.language)
         yield Understanding(
             session_id=event.session_id, turn_id=event.turn_id, text=event.text, language=event.language,
             intent=understood.intent, confidence=understood.confidence, ranking=understood.ranking,

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from voicebot.batching import Batcher, BatchItem
 from voicebot.config import LanguageSettings, NluSettings
 from voicebot.dialogue.actions import ActionRunner, open_domain_database
 from voicebot.dialogue.domain import Domain, load_domain
@@ -21,7 +23,11 @@ from voicebot.dialogue.nlu import domain_examples, load_or_train
 from voicebot.dialogue.policy import Decision, Policy
 from voicebot.dialogue.sentiment import LexiconSentiment
 from voicebot.dialogue.tracker import Understood, update_state
-from voicebot.pipelines.lid.text import TextLanguageDetector, letter_count, normalise_code
+from voicebot.pipelines.lid.text import (
+    TextLanguageDetector,
+    letter_count,
+    normalise_code,
+)
 from voicebot.pipelines.nlu.entities import EntityExtractor
 from voicebot.session import DialogueState, HistoryEntry
 
@@ -56,6 +62,10 @@ class DialogueEngine:
         self.sentiment = LexiconSentiment(self.locales)
         self.actions = ActionRunner(domain, open_domain_database(domain, data_dir))
         self.policy = Policy(domain, self.locales, self.kb, self.actions, nlu.clarify_margin)
+        # One call per batch instead of per message: scikit-learn's per-call overhead dominates
+        # the work on a short text, so batching across sessions multiplies throughput.
+        self.language_batcher: Batcher[str, dict[str, float]] = Batcher(self._language_batch, max_batch=64, max_wait_s=0.001, name="language")
+        self.nlu_batcher: Batcher[str, list[tuple[str, float]]] = Batcher(self._nlu_batch, max_batch=64, max_wait_s=0.001, name="nlu")
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -88,15 +98,28 @@ class DialogueEngine:
         return None
 
     # -- language ------------------------------------------------------------------------------
-    def identify_language(self, text: str, state: DialogueState) -> LanguageDecision:
-        """Switch only on strong evidence; one-word replies keep the session language."""
+    def identify_language(self, text: str, state: DialogueState, domain_scores: dict[str, float] | None = None) -> LanguageDecision:
+        """Switch only on strong evidence; one-word replies keep the session language.
+
+        langdetect (slow, pure Python) is consulted only when a switch is possible: the message is
+        long enough or changes script, and the domain model does not already agree with the
+        session language.
+        """
         settings = self.language_settings
-        scores = self.detector.scores(text)
-        best, probability = self.detector.best(scores["combined"])
-        best = self.supported_language(best)
         current = state.language
         letters = letter_count(text)
-        script_change = self.detector.is_cjk(text) != (current.startswith("zh"))
+        script_change = self.detector.is_cjk(text) != current.startswith("zh")
+        if domain_scores is None:
+            domain_scores = self.detector.domain_scores_many([text])[0]
+        if not script_change and letters < settings.min_chars_to_switch:
+            scores = self.detector.scores(text, domain_scores, use_langdetect=False)
+            return LanguageDecision(current, False, f"too short to judge ({letters} letters); kept {current}", scores)
+        if not script_change and domain_scores.get(current, 0.0) >= 0.75:
+            scores = self.detector.scores(text, domain_scores, use_langdetect=False)
+            return LanguageDecision(current, False, f"domain model agrees with {current} ({domain_scores[current]:.2f})", scores)
+        scores = self.detector.scores(text, domain_scores)
+        best, probability = self.detector.best(scores["combined"])
+        best = self.supported_language(best)
         if best is None or best == current:
             return LanguageDecision(current, False, "same as the session language" if best else "no evidence", scores)
         if script_change and letters >= 2 and probability >= 0.6:
@@ -108,15 +131,30 @@ class DialogueEngine:
             return LanguageDecision(best, True, f"{best} {probability:.2f} >= {needed}", scores)
         return LanguageDecision(current, False, f"{best} {probability:.2f} < {needed}; kept {current}", scores)
 
+    async def identify_language_async(self, text: str, state: DialogueState) -> LanguageDecision:
+        """As identify_language, with the domain model's call batched across sessions."""
+        domain_scores = await self.language_batcher.submit(text)
+        return self.identify_language(text, state, domain_scores)
+
+    def _language_batch(self, items: Sequence[BatchItem[str]]) -> list[dict[str, float]]:
+        return self.detector.domain_scores_many([item.payload for item in items])
+
     # -- understanding -------------------------------------------------------------------------
-    def understand(self, text: str, language: str) -> Understood:
+    def understand(self, text: str, language: str, ranking: list[tuple[str, float]] | None = None) -> Understood:
         entities = self.extractor.extract(text, language)
         masked = self.extractor.mask(text, entities)
-        ranking = self.classifier.rank(masked)
-        ranking = self._skip_pleasantries(masked, ranking)
+        ranking = self._skip_pleasantries(masked, ranking or self.classifier.rank(masked))
         intent, confidence = ranking[0]
         out_of_scope = intent == "out_of_scope" or confidence < self.nlu_settings.oos_threshold
         return Understood(text, intent, confidence, [(i, round(p, 4)) for i, p in ranking[:5]], entities, out_of_scope)
+
+    async def understand_async(self, text: str, language: str) -> Understood:
+        """As understand, with the classifier call batched across sessions."""
+        masked = self.extractor.mask(text, self.extractor.extract(text, language))
+        return self.understand(text, language, await self.nlu_batcher.submit(masked))
+
+    def _nlu_batch(self, items: Sequence[BatchItem[str]]) -> list[list[tuple[str, float]]]:
+        return self.classifier.rank_many([item.payload for item in items])
 
     def _skip_pleasantries(self, masked: str, ranking: list[tuple[str, float]]) -> list[tuple[str, float]]:
         """"Hi, where is my order?" is an order question: when the whole message reads as
@@ -184,4 +222,6 @@ class DialogueEngine:
     history_limit = 10
 
     async def close(self) -> None:
+        await self.language_batcher.close()
+        await self.nlu_batcher.close()
         await self.actions.close()

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any, Protocol
 
+import numpy as np
 from sklearn.model_selection import train_test_split
 
 from voicebot.config import ConfigError, NluSettings
 from voicebot.dialogue.domain import Domain
-from voicebot.pipelines.nlu.charngram import FORMAT_VERSION, CharNgramIntentClassifier, TfidfBaseline
+from voicebot.pipelines.nlu.charngram import (
+    FORMAT_VERSION,
+    CharNgramIntentClassifier,
+    TfidfBaseline,
+)
 from voicebot.pipelines.nlu.entities import Entity, EntityExtractor
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,7 @@ class Evaluation:
     """Held-out accuracy per language for our classifier and for the TF-IDF baseline."""
 
     accuracy: dict[str, float] = field(default_factory=dict)
+    calibration_error: float = 0.0  # expected calibration error of the top score, 10 bins
     baseline_accuracy: dict[str, float] = field(default_factory=dict)
     test_size: dict[str, int] = field(default_factory=dict)
     errors: list[dict[str, str]] = field(default_factory=list)
@@ -56,6 +62,7 @@ class Evaluation:
         for lang in self.accuracy:
             lines.append(f"{lang:<10}{self.test_size[lang]:>10}{self.accuracy[lang]:>10.3f}{self.baseline_accuracy[lang]:>10.3f}")
         lines.append(f"{'all':<10}{sum(self.test_size.values()):>10}{self.overall():>10.3f}{self.overall(True):>10.3f}")
+        lines.append(f"expected calibration error of the top score: {self.calibration_error:.3f}")
         return "\n".join(lines)
 
 
@@ -108,7 +115,8 @@ def evaluate(examples: list[Example], test_fraction: float = 0.25, seed: int = 7
     train, test = train_test_split(examples, test_size=test_fraction, random_state=seed, stratify=strata)
     model = train_classifier(train, settings)
     baseline = TfidfBaseline().fit([e.text for e in train], [e.intent for e in train])
-    predicted = [ranking[0][0] for ranking in model.rank_many([e.text for e in test])]
+    rankings = model.rank_many([e.text for e in test])
+    predicted = [ranking[0][0] for ranking in rankings]
     baseline_predicted = baseline.predict([e.text for e in test])
     result = Evaluation()
     for language in sorted({e.language for e in test}):
@@ -116,6 +124,9 @@ def evaluate(examples: list[Example], test_fraction: float = 0.25, seed: int = 7
         result.test_size[language] = len(index)
         result.accuracy[language] = sum(predicted[i] == test[i].intent for i in index) / len(index)
         result.baseline_accuracy[language] = sum(baseline_predicted[i] == test[i].intent for i in index) / len(index)
+    result.calibration_error = expected_calibration_error(
+        [ranking[0][1] for ranking in rankings], [p == e.intent for p, e in zip(predicted, test, strict=True)]
+    )
     result.errors = [
         {"language": e.language, "text": e.text, "expected": e.intent, "predicted": p}
         for e, p in zip(test, predicted, strict=True)
@@ -126,6 +137,18 @@ def evaluate(examples: list[Example], test_fraction: float = 0.25, seed: int = 7
 
 def model_path(domain: Domain, models_dir: Path, settings: NluSettings | None = None) -> Path:
     return models_dir / f"nlu-{domain.name}-{fingerprint(domain, settings)}.joblib"
+
+
+def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:
+    """How far the top score is from the observed accuracy, averaged over confidence bins."""
+    conf, hit = np.asarray(confidences), np.asarray(correct, dtype=float)
+    edges = np.linspace(0, 1, bins + 1)
+    error = 0.0
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        mask = (conf > low) & (conf <= high)
+        if mask.any():
+            error += mask.mean() * abs(conf[mask].mean() - hit[mask].mean())
+    return float(error)
 
 
 def load_or_train(domain: Domain, extractor: EntityExtractor, models_dir: Path, settings: NluSettings | None = None) -> tuple[IntentClassifier, dict[str, Any]]:
