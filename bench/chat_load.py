@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -202,6 +203,8 @@ async def run_session(index: int, url: str, args: argparse.Namespace, deadline: 
     grace_deadline = deadline + args.grace_seconds
     loop = asyncio.get_running_loop()
     try:
+        if args.think_seconds:
+            await asyncio.sleep(random.uniform(0, args.think_seconds))  # people do not all arrive at once
         opened = time.perf_counter()
         async with connect(url, max_size=8 * 1024 * 1024, open_timeout=args.turn_timeout,
                            compression=None if args.no_compression else "deflate",
@@ -236,6 +239,10 @@ async def run_session(index: int, url: str, args: argparse.Namespace, deadline: 
                     if not await run_turn(ws, recv, text, language, args, deadline, grace_deadline, stats):
                         cut = True
                         break
+                    if args.think_seconds:
+                        # A person reads the answer and types the next message; jittered so the
+                        # sessions do not march in lock-step.
+                        await asyncio.sleep(args.think_seconds * random.uniform(0.5, 1.5))
                 if cut:
                     break
             if cut:
@@ -452,6 +459,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=60.0, help="per level: no new turn starts after this (default 60)")
     parser.add_argument("--grace-seconds", type=float, default=5.0, help="after --max-seconds, how long a turn in flight may finish (default 5)")
     parser.add_argument("--turn-timeout", type=float, default=30.0, help="client-side timeout for one answer (default 30 s)")
+    parser.add_argument("--think-seconds", type=float, default=0.0,
+                        help="mean pause between a reply and the next message, like a person (default 0: saturate the server)")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between levels (default 1)")
     parser.add_argument("--no-start-language", action="store_true", help="do not send the script's language in 'start'")
     parser.add_argument("--no-compression", action="store_true", help="disable permessage-deflate")

@@ -89,7 +89,7 @@ class Storage:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicebot-sqlite")
         self._db: sqlite3.Connection | None = None
         self._turn_batcher: Batcher[tuple[StoredTurn, dict[str, Any], str], None] = Batcher(
-            self._write_turn_batch, max_batch=128, max_wait_s=0.002, name="storage"
+            self._write_turn_batch, max_batch=128, max_wait_s=0.0, name="storage"
         )
 
     async def _call(self, function: Any, *args: Any) -> Any:

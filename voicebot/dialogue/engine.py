@@ -64,8 +64,8 @@ class DialogueEngine:
         self.policy = Policy(domain, self.locales, self.kb, self.actions, nlu.clarify_margin)
         # One call per batch instead of per message: scikit-learn's per-call overhead dominates
         # the work on a short text, so batching across sessions multiplies throughput.
-        self.language_batcher: Batcher[str, dict[str, float]] = Batcher(self._language_batch, max_batch=64, max_wait_s=0.001, name="language")
-        self.nlu_batcher: Batcher[str, list[tuple[str, float]]] = Batcher(self._nlu_batch, max_batch=64, max_wait_s=0.001, name="nlu")
+        self.language_batcher: Batcher[str, dict[str, float]] = Batcher(self._language_batch, max_batch=64, max_wait_s=0.0, name="language")
+        self.nlu_batcher: Batcher[str, list[tuple[str, float]]] = Batcher(self._nlu_batch, max_batch=64, max_wait_s=0.0, name="nlu")
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -74,6 +74,7 @@ class DialogueEngine:
             sample = next(iter(self.domain.examples.get(language, {}).values()), ["hello"])[0]
             self.understand(sample, language)
             self.identify_language(sample, self.new_state(language))
+            self.detector.scores(sample)  # langdetect loads its profiles on first use
             self.kb.search(sample, language)
 
     @classmethod
