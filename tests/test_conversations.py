@@ -137,3 +137,13 @@ async def test_conversation_and_traces_readable_over_rest(server: ServerProcess)
     assert httpx.get(f"{server.url}/api/conversations/nope", timeout=10).status_code == 404
     schema = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
     assert "/api/conversations/{conversation_id}" in schema["paths"]
+
+
+async def test_known_customer_starts_in_the_language_they_last_used(server: ServerProcess) -> None:
+    first = await ChatClient.open(server.ws_url, language="en", user_id="customer-42")
+    reply = await first.say("Bonjour, je voudrais connaître vos moyens de paiement, s'il vous plaît")
+    assert reply["language"] == "fr"
+    await first.close()
+    again = await ChatClient.open(server.ws_url, user_id="customer-42")  # no language given
+    assert again.session["language"] == "fr" and "Bonjour" in again.session["welcome"]["text"]
+    await again.close()

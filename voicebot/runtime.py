@@ -150,6 +150,9 @@ class BotRuntime:
             session = Session(info["id"], channel, state, info["user_id"])
             handle = SessionHandle(self, session, resume_token, resumed=True)
         else:
+            if user_id and not language:
+                profile = await self.storage.get_profile(user_id)
+                language = profile["preferred_language"] if profile else None
             state = self.engine.new_state(language)
             session = Session(Session.new_id(), channel, state, user_id)
             token = secrets.token_urlsafe(24)

@@ -128,6 +128,6 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     uvicorn.run(
-        create_app(settings), host=settings.server.host, port=settings.server.port, ws="websockets",
+        create_app(settings), host=settings.server.host, port=settings.server.port, ws="websockets-sansio",  # the `websockets` package, sans-I/O protocol
         ws_max_size=settings.server.max_frame_bytes, log_level="info", timeout_graceful_shutdown=10,
     )

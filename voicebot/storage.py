@@ -190,6 +190,26 @@ class Storage:
                     "UPDATE conversations SET language = ?, status = ?, turn_count = MAX(turn_count, ?), updated_at = ? WHERE id = ?",
                     (state["language"], status, turn.turn_index, now, turn.conversation_id),
                 )
+                # A known customer's next conversation starts in the language they last used.
+                self.db.execute(
+                    "UPDATE user_profiles SET preferred_language = ?, updated_at = ? "
+                    "WHERE user_id = (SELECT user_id FROM conversations WHERE id = ?)",
+                    (state["language"], now, turn.conversation_id),
+                )
+
+    async def get_profile(self, user_id: str) -> dict[str, Any] | None:
+        def read() -> dict[str, Any] | None:
+            row = self.db.execute(
+                "SELECT user_id, display_name, preferred_language, data, created_at, updated_at FROM user_profiles WHERE user_id = ?", (user_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            keys = ("user_id", "display_name", "preferred_language", "data", "created_at", "updated_at")
+            profile = dict(zip(keys, row, strict=True))
+            profile["data"] = json.loads(profile["data"])
+            return profile
+
+        return await self._call(read)
 
     async def end_conversation(self, conversation_id: str) -> None:
         def write() -> None:

@@ -1,0 +1,114 @@
+"""The dialogue engine with real components: webhook actions on a local HTTP server, failing
+actions, clarification, and the locale fallback chain."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from voicebot.config import LanguageSettings, NluSettings
+from voicebot.dialogue.engine import DialogueEngine
+from voicebot.dialogue.locales import Locales
+from voicebot.dialogue.tracker import Understood
+from voicebot.resources import demo_domain_dir
+from voicebot.session import DialogueState
+
+
+class _OrderService(BaseHTTPRequestHandler):
+    calls: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _OrderService.calls.append(body)
+        if body["slots"]["order_id"] == "99999":
+            self.send_response(500)
+            self.end_headers()
+            return
+        reply = {"outcome": "found", "order_id": body["slots"]["order_id"], "item": "Webhook Phone", "status": "shipped", "eta": "2027-01-02"}
+        payload = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def order_service() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OrderService)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/orders"
+    server.shutdown()
+    server.server_close()
+
+
+async def converse(engine: DialogueEngine, state: DialogueState, text: str) -> tuple[str, dict[str, Any]]:
+    language = engine.identify_language(text, state)
+    decision, trace = await engine.respond(state, engine.understand(text, language.language), language, "test-session")
+    return decision.text, trace
+
+
+async def test_webhook_action_answers_from_the_integrators_service(tmp_path: Path, order_service: str) -> None:
+    domain = tmp_path / "domain"
+    shutil.copytree(demo_domain_dir(), domain)
+    text = (domain / "domain.yaml").read_text().replace(
+        'lookup_order: {python: "actions.py:lookup_order"}', f'lookup_order: {{webhook: "{order_service}", timeout_s: 3}}'
+    )
+    (domain / "domain.yaml").write_text(text)
+    engine = DialogueEngine.from_folder(domain, NluSettings(), LanguageSettings(), tmp_path / "data")
+    state = engine.new_state("en")
+    reply, trace = await converse(engine, state, "where is my order 13579?")
+    assert "Webhook Phone" in reply and "2027-01-02" in reply and trace["action"]["outcome"] == "found"
+    assert _OrderService.calls[-1] == {"action": "lookup_order", "slots": {"order_id": "13579"}, "language": "en", "session_id": "test-session"}
+    # The service fails: a polite answer in the user's language, and the conversation goes on.
+    failed, trace = await converse(engine, state, "and order 99999?")
+    assert trace["response"]["path"] == "error" and "500" in trace["action"]["error"]
+    assert "something went wrong" in failed.lower()
+    after, _ = await converse(engine, state, "what is your refund policy?")
+    assert "5 business days" in after
+    await engine.close()
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> DialogueEngine:
+    return DialogueEngine.from_folder(demo_domain_dir(), NluSettings(), LanguageSettings(), tmp_path_factory.mktemp("data"))
+
+
+async def test_two_close_intents_get_a_clarifying_question(engine: DialogueEngine) -> None:
+    state = engine.new_state("de")
+    message = Understood("Bestellung Problem", "order_status", 0.41, [("order_status", 0.41), ("cancel_order", 0.38), ("greet", 0.1)], [], False)
+    language = engine.identify_language(message.text, state)
+    decision, trace = await engine.respond(state, message, language, "s")
+    assert decision.path == "clarify" and decision.language == "de"
+    names = engine.locales.get("de").messages["intent_names"]  # type: ignore[union-attr]
+    assert names["order_status"] in decision.text and names["cancel_order"] in decision.text
+
+
+async def test_replies_fall_back_along_the_locale_chain(engine: DialogueEngine) -> None:
+    locales = Locales()
+    assert locales.chain("zh-tw") == ["zh-tw", "zh", "en"] and locales.chain("pt") == ["pt", "en"]
+    text, language = locales.message("handoff", "zh-tw")
+    assert language == "zh-tw" and text != locales.message("handoff", "zh")[0]
+    # The demo domain has no zh-tw responses: zh-tw sessions get the zh template.
+    rendered = engine.policy.templates.render("ask_order_id", "zh-tw", {})
+    assert rendered is not None and rendered[1] == "zh"
+
+
+async def test_cancelling_an_unknown_order_asks_again_instead_of_confirming(engine: DialogueEngine) -> None:
+    state = engine.new_state("en")
+    reply, trace = await converse(engine, state, "please cancel my order 10101")
+    assert trace["action"] == {"name": "lookup_order", "outcome": "not_found"}
+    assert state.requested_slot == "order_id" and state.awaiting_confirmation is None
+    reply, trace = await converse(engine, state, "sorry, it is 67890")
+    assert "67890" in reply and state.awaiting_confirmation == "cancel_order"
