@@ -6,14 +6,15 @@ import importlib
 from importlib.metadata import entry_points
 
 from voicebot.channels.base import Channel
+from voicebot.config import ConfigError
 
 BUILTIN = {
     "websocket": "voicebot.channels.websocket_chat:WebsocketChatChannel",
 }
 
 
-class UnknownChannelError(Exception):
-    pass
+class UnknownChannelError(ConfigError):
+    """server.channels names a channel that cannot be loaded."""
 
 
 def load_channel_class(name: str) -> type[Channel]:
@@ -25,12 +26,12 @@ def load_channel_class(name: str) -> type[Channel]:
         if found:
             return found[0].load()
         known = ", ".join(sorted(BUILTIN))
-        raise UnknownChannelError(f"unknown channel {name!r}: use one of {known}, a 'module:Class' path, or a voicebot.channels entry point")
+        raise UnknownChannelError(f"server.channels: unknown channel {name!r}: use one of {known}, a 'module:Class' path, or a voicebot.channels entry point")
     module_name, _, class_name = reference.partition(":")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
-        raise UnknownChannelError(f"channel {name!r}: cannot import {reference}: {exc}") from None
+        raise UnknownChannelError(f"server.channels: channel {name!r}: cannot import {reference}: {exc}") from None
     if not (isinstance(cls, type) and issubclass(cls, Channel)):
-        raise UnknownChannelError(f"channel {name!r}: {reference} is not a voicebot Channel")
+        raise UnknownChannelError(f"server.channels: channel {name!r}: {reference} is not a voicebot Channel")
     return cls

@@ -14,6 +14,7 @@ from typing import Any
 
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
 from voicebot.channels.base import Channel
 from voicebot.channels.chat_protocol import (
     PROTOCOL_VERSION,
@@ -28,7 +29,6 @@ from voicebot.channels.chat_protocol import (
     clean_text,
     parse,
 )
-
 from voicebot.events import BotMessage, BotTextChunk, ErrorEvent
 from voicebot.runtime import ResumeError, SessionHandle
 

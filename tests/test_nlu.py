@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from voicebot.pipelines.nlu.entities import EntityExtractor
 
 from voicebot.config import LanguageSettings, NluSettings
 from voicebot.dialogue.domain import load_domain
 from voicebot.dialogue.engine import DialogueEngine
 from voicebot.dialogue.nlu import domain_examples, evaluate
+from voicebot.pipelines.nlu.entities import EntityExtractor
 from voicebot.resources import demo_domain_dir
 from voicebot.session import DialogueState
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from voicebot.dialogue.actions import ActionError, ActionRunner
@@ -34,7 +34,6 @@ class Decision:
     handoff: bool = False
     knowledge: dict[str, Any] | None = None
     action: dict[str, Any] | None = None
-    grounding: dict[str, Any] = field(default_factory=dict)
 
 
 class Policy:
@@ -55,7 +54,7 @@ class Policy:
         if rendered is None:
             return self._system("error_internal", state, "error", f"no response {key!r} in any language")
         text, language = rendered
-        return Decision(text, language, path, key, reason, grounding={k: v for k, v in merged.items() if isinstance(v, str | int | float)}, **extra)
+        return Decision(text, language, path, key, reason, **extra)
 
     def _system(self, key: str, state: DialogueState, path: str, reason: str, **values: Any) -> Decision:
         text, language = self.locales.message(key, state.language, **values)
@@ -93,11 +92,10 @@ class Policy:
             return self._say(message.intent, state, "template", f"smalltalk intent {message.intent}")
         if update.kind == "knowledge":
             return self._knowledge(state, message)
-        if update.kind == "correction" and state.active_intent:
+        previous = self.spec.intents.get(state.active_intent or "")
+        if update.kind == "correction" and previous is not None and previous.flow:
             # A corrected value after a finished flow: run that flow again with the new value.
-            flow = (self.spec.intents.get(state.active_intent) or intent_spec).flow if state.active_intent in self.spec.intents else None
-            if flow:
-                state.active_flow = flow
+            state.active_flow = previous.flow
         if state.active_flow is None and intent_spec and intent_spec.kind == "flow":
             state.active_flow, state.active_intent = intent_spec.flow, message.intent
         if state.active_flow:
