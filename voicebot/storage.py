@@ -66,6 +66,10 @@ CREATE TABLE IF NOT EXISTS user_profiles (
 """
 
 
+_CONVERSATION_KEYS = ("id", "channel", "user_id", "language", "status", "turn_count", "created_at", "updated_at")
+_CONVERSATION_COLUMNS = ", ".join(_CONVERSATION_KEYS)
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -226,25 +230,18 @@ class Storage:
         def read() -> tuple[int, list[dict[str, Any]]]:
             total = self.db.execute("SELECT COUNT(*) FROM conversations").fetchone()[0]
             rows = self.db.execute(
-                "SELECT id, channel, user_id, language, status, turn_count, created_at, updated_at FROM conversations "
-                "ORDER BY updated_at DESC LIMIT ? OFFSET ?",
-                (limit, offset),
+                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations ORDER BY updated_at DESC LIMIT ? OFFSET ?", (limit, offset)
             ).fetchall()
-            keys = ("id", "channel", "user_id", "language", "status", "turn_count", "created_at", "updated_at")
-            return total, [dict(zip(keys, row, strict=True)) for row in rows]
+            return total, [dict(zip(_CONVERSATION_KEYS, row, strict=True)) for row in rows]
 
         return await self._call(read)
 
     async def get_conversation(self, conversation_id: str) -> dict[str, Any] | None:
         def read() -> dict[str, Any] | None:
-            row = self.db.execute(
-                "SELECT id, channel, user_id, language, status, turn_count, created_at, updated_at FROM conversations WHERE id = ?",
-                (conversation_id,),
-            ).fetchone()
+            row = self.db.execute(f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
             if row is None:
                 return None
-            keys = ("id", "channel", "user_id", "language", "status", "turn_count", "created_at", "updated_at")
-            conversation = dict(zip(keys, row, strict=True))
+            conversation = dict(zip(_CONVERSATION_KEYS, row, strict=True))
             turns = self.db.execute(
                 "SELECT turn_index, turn_id, user_text, bot_text, language, intent, path, trace, created_at FROM turns "
                 "WHERE conversation_id = ? ORDER BY turn_index",
