@@ -93,6 +93,23 @@ def fresh_data_dir(base: Path, trained_models: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_seq2seq(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random T5 with a sentencepiece tokenizer trained on the demo domain's text."""
+    from voicebot.pipelines.generation.random_model import build_random_seq2seq, demo_corpus
+    from voicebot.resources import demo_domain_dir
+
+    return build_random_seq2seq(tmp_path_factory.mktemp("tiny-t5"), demo_corpus(demo_domain_dir()))
+
+
+@pytest.fixture(scope="session")
+def tiny_mt5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from voicebot.pipelines.generation.random_model import build_random_seq2seq, demo_corpus
+    from voicebot.resources import demo_domain_dir
+
+    return build_random_seq2seq(tmp_path_factory.mktemp("tiny-mt5"), demo_corpus(demo_domain_dir()), architecture="mt5", seed=1)
+
+
+@pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, trained_models: Path) -> Iterator[ServerProcess]:
     data_dir = fresh_data_dir(tmp_path_factory.mktemp("server"), trained_models)
     proc = ServerProcess(data_dir).start()

@@ -63,6 +63,20 @@ class LanguageSettings(_Section):
     detector_seed: int = 0
 
 
+class GenerationSettings(_Section):
+    backend: Literal["none", "seq2seq"] = Field("none", description="none: grounded templates only")
+    model: str | None = Field(None, description="Hugging Face id or local folder of a seq2seq model")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field("auto", description="auto: bf16/fp16 on GPU, fp32 on CPU")
+    max_batch: int = Field(16, ge=1)
+    max_wait_s: float = Field(0.01, ge=0)
+    max_new_tokens: int = Field(96, ge=1)
+    max_input_tokens: int = Field(512, ge=8)
+    paths: list[str] = Field(default_factory=lambda: ["action", "knowledge", "template"],
+                             description="response paths the generator phrases; others stay templates")
+    state_tracking: bool = Field(False, description="let the model propose slot values too")
+
+
 class PipelineSettings(_Section):
     queue_size: int = Field(32, ge=1, description="Bound of each inter-stage queue")
     turn_timeout_s: float = Field(15.0, gt=0)
@@ -78,6 +92,7 @@ class Settings(BaseSettings):
     nlu: NluSettings = Field(default_factory=NluSettings)
     language: LanguageSettings = Field(default_factory=LanguageSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
 
     @classmethod
     def settings_customise_sources(

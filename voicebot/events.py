@@ -76,6 +76,7 @@ class BotReply(Event):
     language: str
     path: str
     handoff: bool = False
+    streamed: bool = False  # its text already went out as chunks (generation)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,17 +10,21 @@ import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from voicebot.config import Settings
+from voicebot.config import ConfigError, Settings
 from voicebot.dialogue.engine import DialogueEngine
 from voicebot.events import BotMessage, BotReply, ErrorEvent, Event, UserText
 from voicebot.pipeline import SessionPipeline, Stage, TurnContext
+from voicebot.pipelines.generation.stage import GenerationStage
 from voicebot.pipelines.lid.stage import TextLanguageStage
 from voicebot.pipelines.nlu.stage import NluStage
 from voicebot.session import Session
 from voicebot.stages import DialogueStage, PersistStage, ResponseStreamStage
 from voicebot.storage import Storage
+
+if TYPE_CHECKING:
+    from voicebot.pipelines.generation.seq2seq import Seq2SeqGenerator
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +114,9 @@ class BotRuntime:
         self.data_dir = settings.storage.data_dir
         self.storage = Storage(self.data_dir / "voicebot.sqlite")
         self.engine: DialogueEngine | None = None  # type: ignore[assignment]
+        self.generator: Seq2SeqGenerator | None = None
         self.sessions: dict[str, SessionHandle] = {}
+        self._swap_lock = asyncio.Lock()
 
     async def start(self) -> None:
         await self.storage.open()
@@ -118,20 +124,47 @@ class BotRuntime:
         self.engine = await asyncio.to_thread(
             DialogueEngine.from_folder, self.settings.domain.path, self.settings.nlu, self.settings.language, self.data_dir
         )
+        if self.settings.generation.backend == "seq2seq":
+            if not self.settings.generation.model:
+                raise ConfigError("generation.model must name a seq2seq model folder or id when generation.backend = 'seq2seq'")
+            self.generator = await asyncio.to_thread(self._load_generator, self.settings.generation.model)
+
+    def _load_generator(self, model: str) -> Seq2SeqGenerator:
+        from voicebot.pipelines.generation.seq2seq import Seq2SeqGenerator
+
+        options = self.settings.generation
+        generator = Seq2SeqGenerator(model, device=options.device, precision=options.precision, max_batch=options.max_batch,
+                                     max_wait_s=options.max_wait_s, max_input_tokens=options.max_input_tokens)
+        generator.warm_up()
+        return generator
+
+    async def swap_generator(self, model: str) -> Seq2SeqGenerator:
+        """Load a new generator beside the old one, then switch: sessions are never dropped, new
+        turns use the new model and turns already generating finish on the old one."""
+        async with self._swap_lock:
+            fresh = await asyncio.to_thread(self._load_generator, model)
+            old, self.generator = self.generator, fresh
+            if old is not None:
+                await asyncio.to_thread(old.close)  # drains what is queued before stopping
+            return fresh
 
     async def close(self) -> None:
         for handle in list(self.sessions.values()):
             await handle.close()
         if self.engine is not None:
             await self.engine.close()
+        if self.generator is not None:
+            await asyncio.to_thread(self.generator.close)
         await self.storage.close()
 
     def text_stages(self) -> list[Stage]:
         assert self.engine is not None
+        generation = self.settings.generation
         return [
             TextLanguageStage(self.engine),
             NluStage(self.engine),
-            DialogueStage(self.engine),
+            DialogueStage(self.engine, self if generation.state_tracking else None),
+            GenerationStage(self, self.engine.detector, generation),
             ResponseStreamStage(),
             PersistStage(self.storage),
         ]

@@ -64,6 +64,17 @@ class ConversationDetail(ConversationSummary):
     state: dict[str, Any] | None
 
 
+class GeneratorInfo(BaseModel):
+    backend: str
+    model: str | None
+    precision: str | None
+    device: str | None
+
+
+class GeneratorSwap(BaseModel):
+    model: str
+
+
 def create_app(settings: Settings) -> FastAPI:
     runtime = BotRuntime(settings)
     channels: list[Channel] = [load_channel_class(name)(runtime) for name in settings.server.channels]
@@ -120,6 +131,29 @@ def create_app(settings: Settings) -> FastAPI:
             if turn["turn_index"] == turn_index:
                 return turn["trace"]
         raise HTTPException(404, f"conversation {conversation_id!r} has no turn {turn_index}")
+
+    def generator_info() -> GeneratorInfo:
+        generator = runtime.generator
+        if generator is None:
+            return GeneratorInfo(backend="none", model=None, precision=None, device=None)
+        return GeneratorInfo(backend="seq2seq", model=generator.model_name, precision=generator.precision, device=generator.device)
+
+    @app.get("/api/generator", response_model=GeneratorInfo, tags=["operations"])
+    async def get_generator() -> GeneratorInfo:
+        """The response generator in use."""
+        return generator_info()
+
+    @app.put("/api/generator", response_model=GeneratorInfo, tags=["operations"])
+    async def swap_generator(body: GeneratorSwap) -> GeneratorInfo:
+        """Hot-swap the generator (e.g. to a folder `voicebot train generator` wrote) without
+        dropping sessions."""
+        if settings.generation.backend != "seq2seq":
+            raise HTTPException(409, "generation.backend is 'none': configure a seq2seq generator first")
+        try:
+            await runtime.swap_generator(body.model)
+        except (OSError, ValueError) as exc:
+            raise HTTPException(422, f"cannot load {body.model!r}: {exc}") from None
+        return generator_info()
 
     return app
 

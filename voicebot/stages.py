@@ -7,9 +7,11 @@ import time
 from collections.abc import AsyncIterator
 
 from voicebot.dialogue.engine import DialogueEngine, LanguageDecision
+from voicebot.dialogue.slot_proposals import parse_proposals, tracking_prompt
 from voicebot.dialogue.tracker import Understood
 from voicebot.events import BotMessage, BotReply, BotTextChunk, Event, Understanding
 from voicebot.pipeline import Stage, TurnContext
+from voicebot.pipelines.generation.seq2seq import GenerationError
 from voicebot.pipelines.nlu.entities import Entity
 from voicebot.storage import Storage, StoredTurn
 
@@ -26,8 +28,26 @@ class DialogueStage(Stage):
     name = "dialogue"
     consumes = (Understanding,)
 
-    def __init__(self, engine: DialogueEngine) -> None:
+    def __init__(self, engine: DialogueEngine, generator_source: object | None = None, max_new_tokens: int = 32) -> None:
         self.engine = engine
+        # With seq2seq state tracking on, generator_source.generator proposes slot values.
+        self.generator_source = generator_source
+        self.max_new_tokens = max_new_tokens
+
+    async def _proposals(self, text: str, language: str, found: list[Entity], turn: TurnContext) -> list[Entity]:
+        generator = getattr(self.generator_source, "generator", None)
+        if generator is None:
+            return []
+        spec = self.engine.domain.spec
+        prompt = tracking_prompt(text, spec, turn.session.state.requested_slot)
+        try:
+            result = await generator.generate(prompt, self.max_new_tokens)
+        except GenerationError as exc:
+            turn.trace["slot_proposals"] = {"error": str(exc)}
+            return []
+        accepted = parse_proposals(result.text, text, spec, self.engine.extractor, language, found)
+        turn.trace["slot_proposals"] = {"generated": result.text, "accepted": [e.to_dict() for e in accepted]}
+        return accepted
 
     async def process(self, event: Event, turn: TurnContext) -> AsyncIterator[Event]:
         assert isinstance(event, Understanding)
@@ -36,8 +56,9 @@ class DialogueStage(Stage):
             event.language, bool(language_trace.get("switched")), str(language_trace.get("reason", "")),
             {k: v for k, v in language_trace.items() if k not in ("chosen", "switched", "reason")},
         )
-        message = Understood(event.text, event.intent, event.confidence, event.ranking,
-                             [Entity(**entity) for entity in event.entities], event.out_of_scope)
+        entities = [Entity(**entity) for entity in event.entities]
+        entities += await self._proposals(event.text, event.language, entities, turn)
+        message = Understood(event.text, event.intent, event.confidence, event.ranking, entities, event.out_of_scope)
         decision, trace = await self.engine.respond(turn.session.state, message, language, turn.session.id)
         turn.trace.update(trace)
         yield BotReply(session_id=event.session_id, turn_id=event.turn_id, text=decision.text,
@@ -45,13 +66,16 @@ class DialogueStage(Stage):
 
 
 class ResponseStreamStage(Stage):
-    """Streams a reply sentence by sentence; with a generator (issue 4) the chunks are tokens."""
+    """Streams a template reply sentence by sentence (a generated one was streamed token by token)."""
 
     name = "response"
     consumes = (BotReply,)
 
     async def process(self, event: Event, turn: TurnContext) -> AsyncIterator[Event]:
         assert isinstance(event, BotReply)
+        if event.streamed:
+            yield event
+            return
         for index, sentence in enumerate(split_sentences(event.text)):
             yield BotTextChunk(session_id=event.session_id, turn_id=event.turn_id, text=sentence, index=index)
         yield event

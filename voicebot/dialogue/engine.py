@@ -17,6 +17,7 @@ from voicebot.batching import Batcher, BatchItem
 from voicebot.config import LanguageSettings, NluSettings
 from voicebot.dialogue.actions import ActionRunner, open_domain_database
 from voicebot.dialogue.domain import Domain, load_domain
+from voicebot.dialogue.grounding import PromptFields
 from voicebot.dialogue.knowledge import KnowledgeBase
 from voicebot.dialogue.locales import Locales
 from voicebot.dialogue.nlu import domain_examples, load_or_train
@@ -178,8 +179,12 @@ class DialogueEngine:
         sentiment = self.sentiment.score(message.text, state.language)
         update = update_state(state, message, self.domain.spec, sentiment.score)
         decision = await self.policy.decide(state, message, update, session_id)
+        earlier = [(entry.user, entry.bot) for entry in state.history[-2:]]
         state.history.append(HistoryEntry(message.text, decision.text, message.intent, decision.language))
         del state.history[: -self.history_limit]
+        article = self.kb.article(decision.knowledge["used"], decision.knowledge["shown_in"]) if decision.knowledge else None
+        prompt_fields = PromptFields(decision.language, message.intent, message.text, dict(decision.facts or {}),
+                                     article.body if article else None, decision.text, earlier)
         trace = {
             "turn": state.turn_count,
             "language": language.to_trace(),
@@ -209,6 +214,8 @@ class DialogueEngine:
                 "language": decision.language,
                 "generator": None,
                 "note": "no generator configured: grounded template answer",
+                "facts": decision.facts,
+                "prompt_fields": prompt_fields.to_dict(),
             },
             "models": {
                 "nlu": self.classifier.name,

@@ -34,6 +34,7 @@ class Decision:
     handoff: bool = False
     knowledge: dict[str, Any] | None = None
     action: dict[str, Any] | None = None
+    facts: dict[str, str] | None = None  # values the answer states; a generator must keep them
 
 
 class Policy:
@@ -53,8 +54,9 @@ class Policy:
         rendered = self.templates.render(key, state.language, merged, variant=state.turn_count)
         if rendered is None:
             return self._system("error_internal", state, "error", f"no response {key!r} in any language")
-        text, language = rendered
-        return Decision(text, language, path, key, reason, **extra)
+        text, language, used = rendered
+        facts = {name: value for name, value in used.items() if name not in ("body", "title")}
+        return Decision(text, language, path, key, reason, facts=facts, **extra)
 
     def _system(self, key: str, state: DialogueState, path: str, reason: str, **values: Any) -> Decision:
         text, language = self.locales.message(key, state.language, **values)

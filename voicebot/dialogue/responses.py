@@ -28,14 +28,17 @@ class ResponseTemplates:
     def has(self, key: str, language: str) -> bool:
         return any(key in self._responses.get(code, {}) for code in self._locales.chain(language))
 
-    def render(self, key: str, language: str, values: dict[str, Any], variant: int = 0) -> tuple[str, str] | None:
-        """Text for ``key`` and the language it came from; None if no language has the key."""
+    def render(self, key: str, language: str, values: dict[str, Any], variant: int = 0) -> tuple[str, str, dict[str, str]] | None:
+        """Text for ``key``, the language it came from, and the values it shows (its facts);
+        None if no language has the key."""
         for code in self._locales.chain(language):
             template = self._responses.get(code, {}).get(key)
             if template is None:
                 continue
             chosen = template[variant % len(template)] if isinstance(template, list) else template
-            return string.Formatter().vformat(chosen, (), _Lenient(self._with_labels(values, code))), code
+            labelled = _Lenient(self._with_labels(values, code))
+            used = {name: str(labelled[name]) for _, name, _, _ in string.Formatter().parse(chosen) if name}
+            return string.Formatter().vformat(chosen, (), labelled), code, used
         return None
 
     def _with_labels(self, values: dict[str, Any], language: str) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Response generation backends (multilingual encoder-decoder models)."""

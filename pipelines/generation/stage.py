@@ -1,0 +1,66 @@
+"""Pipeline stage: phrase the grounded answer with a seq2seq model, streamed, behind a guard.
+
+The dialogue stage has already decided *what* to say (a grounded template answer with its facts);
+the generator only decides *how*. Its text streams to the client as it is produced. When it is
+done, the grounding guard checks language and facts: if it fails, the template answer is the
+final message instead (the chat page replaces the streamed text with it) and the trace says why.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from voicebot.config import GenerationSettings
+from voicebot.dialogue.grounding import PromptFields, build_prompt, check_grounding
+from voicebot.events import BotReply, BotTextChunk, Event
+from voicebot.pipeline import Stage, TurnContext
+from voicebot.pipelines.generation.seq2seq import GenerationError
+from voicebot.pipelines.lid.text import TextLanguageDetector
+
+
+class GenerationStage(Stage):
+    name = "generation"
+    consumes = (BotReply,)
+
+    def __init__(self, generator_source: object, detector: TextLanguageDetector, settings: GenerationSettings) -> None:
+        # generator_source.generator is read per turn, so a hot-swapped model serves the next turn
+        # while turns in flight finish on the old one.
+        self.source = generator_source
+        self.detector = detector
+        self.settings = settings
+
+    async def process(self, event: Event, turn: TurnContext) -> AsyncIterator[Event]:
+        assert isinstance(event, BotReply)
+        generator = getattr(self.source, "generator", None)
+        response = turn.trace.setdefault("response", {})
+        fields_data = response.get("prompt_fields")
+        if generator is None or event.path not in self.settings.paths or not fields_data:
+            yield event
+            return
+        fields = PromptFields.from_dict(fields_data)
+        started = time.perf_counter()
+        pieces, result_future, cancel = generator.start_stream(build_prompt(fields), self.settings.max_new_tokens)
+        index = 0
+        try:
+            async for piece in pieces:
+                yield BotTextChunk(session_id=event.session_id, turn_id=event.turn_id, text=piece, index=index)
+                index += 1
+            result = await result_future
+        except GenerationError as exc:
+            response.update(generator=generator.model_name, used="template", guard={"passed": False, "reasons": [f"generation failed: {exc}"]})
+            yield BotReply(session_id=event.session_id, turn_id=event.turn_id, text=event.text, language=event.language, path=event.path,
+                           handoff=event.handoff, streamed=index > 0)
+            return
+        finally:
+            cancel.set()  # a cancelled turn (barge-in, closed chat) leaves the batch at once
+        verdict = check_grounding(result.text, fields, self.detector)
+        response.update(
+            generator=generator.model_name, precision=generator.precision, generated_text=result.text, guard=verdict.to_dict(),
+            used="generator" if verdict.passed else "template", tokens=result.tokens, batch_size=result.batch_size,
+            queued_ms=result.queued_ms, generate_ms=result.generate_ms, wall_ms=round((time.perf_counter() - started) * 1000, 3),
+            note="generated, grounded" if verdict.passed else "generated text failed the grounding guard: template answer used",
+        )
+        text = result.text if verdict.passed else event.text
+        yield BotReply(session_id=event.session_id, turn_id=event.turn_id, text=text, language=event.language, path=event.path,
+                       handoff=event.handoff, streamed=True)
