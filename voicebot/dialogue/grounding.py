@@ -55,7 +55,8 @@ def build_prompt(fields: PromptFields) -> str:
 def required_facts(fields: PromptFields) -> list[str]:
     """What a generated reply must repeat verbatim: the template's fact values and its numbers."""
     values = [str(v) for v in fields.facts.values() if str(v) and str(v) in fields.template]
-    numbers = _NUMBER.findall(fields.template)
+    # Numbers of the template text (steps, days, prices) not already inside a fact value.
+    numbers = [n for n in _NUMBER.findall(fields.template) if not any(n in value for value in values)]
     seen: list[str] = []
     for item in values + numbers:
         if item not in seen:
