@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import AsyncIterator
 
@@ -14,15 +13,7 @@ from voicebot.pipeline import Stage, TurnContext
 from voicebot.pipelines.generation.seq2seq import GenerationError
 from voicebot.pipelines.nlu.entities import Entity
 from voicebot.storage import Storage, StoredTurn
-
-# Sentence ends in the five demo scripts, plus line breaks (numbered troubleshooting steps).
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？；;:])\s+|(?<=[。！？])|\n+")
-
-
-def split_sentences(text: str) -> list[str]:
-    parts = [part for part in _SENTENCE_END.split(text) if part and part.strip()]
-    return parts or [text]
-
+from voicebot.streaming import split_sentences
 
 class DialogueStage(Stage):
     name = "dialogue"

@@ -44,7 +44,7 @@ def train_tokenizer(corpus: Iterable[str], folder: Path, vocab_size: int = 2000)
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(list(corpus)), model_writer=buffer, vocab_size=vocab_size, model_type="unigram",
         character_coverage=0.98, byte_fallback=True, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-        user_defined_symbols=[], hard_vocab_limit=False,
+        user_defined_symbols=[], hard_vocab_limit=False, minloglevel=2,
     )
     (folder / "spiece.model").write_bytes(buffer.getvalue())
 
