@@ -8,14 +8,32 @@ from __future__ import annotations
 
 import re
 
-# Sentence ends in the five demo scripts, plus line breaks (numbered troubleshooting steps); a
-# period right after a digit ("1. Restart the router") numbers a step and ends nothing.
-_SENTENCE_END = re.compile(r"(?<=[.!?;:])(?<!\d\.)\s+|(?<=[。！？；])|\n+")
+# Sentence ends in the five demo scripts, plus line breaks (numbered troubleshooting steps).
+_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|(?<=[。！？；])|\n+")
+# "1." on its own numbers a step ("1. Restart the router"): it belongs to what follows.
+_STEP_NUMBER = re.compile(r"^\d{1,2}[.)]$")
+
+
+def _join_step_numbers(parts: list[str]) -> tuple[list[str], str]:
+    """Sentences, with a dangling step number carried into the next part (returned separately)."""
+    sentences: list[str] = []
+    carry = ""
+    for part in (p.strip() for p in parts):
+        if not part:
+            continue
+        if _STEP_NUMBER.match(part):
+            carry = f"{carry}{part} "
+            continue
+        sentences.append(carry + part)
+        carry = ""
+    return sentences, carry
 
 
 def split_sentences(text: str) -> list[str]:
-    parts = [part for part in _SENTENCE_END.split(text) if part and part.strip()]
-    return parts or [text]
+    sentences, carry = _join_step_numbers(_SENTENCE_END.split(text))
+    if carry:
+        sentences.append(carry.strip())
+    return sentences or [text]
 
 
 class SentenceAssembler:
@@ -28,8 +46,9 @@ class SentenceAssembler:
         self._buffer += piece
         parts = _SENTENCE_END.split(self._buffer)
         # The last part may still be growing; everything before it ended with a boundary.
-        complete, self._buffer = parts[:-1], parts[-1]
-        return [part.strip() for part in complete if part and part.strip()]
+        sentences, carry = _join_step_numbers(parts[:-1])
+        self._buffer = carry + parts[-1]
+        return sentences
 
     def flush(self) -> list[str]:
         rest, self._buffer = self._buffer.strip(), ""
