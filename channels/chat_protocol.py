@@ -49,9 +49,27 @@ class End(_Message):
     type: Literal["end"]
 
 
-ClientMessage = Annotated[Start | Resume | UserMessage | Typing | Cancel | Ping | End, Field(discriminator="type")]
+MAX_COMMENT_CHARS = 2000
+
+
+class Feedback(_Message):
+    """A rating: of one bot message (``turn_id``: -1 or 1) or of the whole conversation (1..5).
+
+    The range depends on the target, so it is checked after parsing (``check_feedback``) and a
+    bad value gets its own error code, ``invalid_rating``.
+    """
+
+    type: Literal["feedback"]
+    turn_id: str | None = Field(None, min_length=1, max_length=64)
+    rating: int
+    comment: str | None = Field(None, max_length=MAX_COMMENT_CHARS)
+
+
+ClientMessage = Annotated[Start | Resume | UserMessage | Typing | Cancel | Ping | End | Feedback, Field(discriminator="type")]
 _adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
-KNOWN_TYPES = ("start", "resume", "message", "typing", "cancel", "ping", "end")
+KNOWN_TYPES = ("start", "resume", "message", "typing", "cancel", "ping", "end", "feedback")
+TURN_RATINGS = (-1, 1)
+CONVERSATION_RATINGS = (1, 2, 3, 4, 5)
 
 
 class ProtocolError(Exception):
@@ -73,8 +91,20 @@ def parse(raw: str) -> ClientMessage:
             raise ProtocolError("invalid_message", "a message must be a JSON object with a 'type' field") from None
         if first["type"] == "union_tag_invalid":
             raise ProtocolError("unknown_type", f"unknown message type; known types: {', '.join(KNOWN_TYPES)}") from None
+        if any(e["loc"][:2] == ("feedback", "rating") for e in errors):
+            raise ProtocolError("invalid_rating", "rating must be an integer: -1 or 1 for a message (turn_id), 1..5 for the conversation") from None
         details = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'message'}: {e['msg']}" for e in errors)
         raise ProtocolError("invalid_message", details) from None
+
+
+def check_feedback(message: Feedback) -> tuple[int, str | None]:
+    """The rating, checked against its target, and the comment cleaned (None when empty)."""
+    if message.turn_id is not None and message.rating not in TURN_RATINGS:
+        raise ProtocolError("invalid_rating", f"a message is rated -1 (thumbs down) or 1 (thumbs up), not {message.rating}")
+    if message.turn_id is None and message.rating not in CONVERSATION_RATINGS:
+        raise ProtocolError("invalid_rating", f"a conversation is rated 1..5, not {message.rating}")
+    comment = _CONTROL.sub("", unicodedata.normalize("NFC", message.comment)).strip() if message.comment else ""
+    return message.rating, comment or None
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")

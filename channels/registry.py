@@ -10,6 +10,7 @@ from voicebot.config import ConfigError
 
 BUILTIN = {
     "websocket": "voicebot.channels.websocket_chat:WebsocketChatChannel",
+    "webrtc": "voicebot.channels.webrtc:WebRTCChannel",
 }
 
 

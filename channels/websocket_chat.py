@@ -20,12 +20,14 @@ from voicebot.channels.chat_protocol import (
     PROTOCOL_VERSION,
     Cancel,
     End,
+    Feedback,
     Ping,
     ProtocolError,
     Resume,
     Start,
     Typing,
     UserMessage,
+    check_feedback,
     clean_text,
     parse,
 )
@@ -108,6 +110,8 @@ class _Connection:
             cancelled = self.handle.cancel_turn(message.turn_id)
             self.pending.discard(message.turn_id)
             await self.send({"type": "cancelled", "turn_id": message.turn_id, "ok": cancelled})
+        elif isinstance(message, Feedback):
+            await self.feedback(message)
         elif isinstance(message, End):
             await self.drain()
             await self.send({"type": "ended", "reason": "client"})
@@ -145,6 +149,20 @@ class _Connection:
         self.pending.add(turn_id)
         await self.send({"type": "ack", "turn_id": turn_id, "client_id": message.client_id})
         await self.send({"type": "typing", "turn_id": turn_id, "on": True})
+
+    async def feedback(self, message: Feedback) -> None:
+        """Store a rating of a bot message of this conversation (by its turn id) or of the
+        conversation. Only stored turns can be rated: a message is sent after its turn is stored."""
+        assert self.handle is not None
+        rating, comment = check_feedback(message)
+        storage = self.runtime.storage
+        if message.turn_id is None:
+            await storage.rate_conversation(self.handle.id, rating=rating, comment=comment)
+            await self.send({"type": "feedback_saved", "rating": rating})
+            return
+        if not await storage.rate_turn(self.handle.id, turn_id=message.turn_id, rating=rating, comment=comment):
+            raise ProtocolError("unknown_turn", f"this conversation has no answered turn {message.turn_id!r} to rate")
+        await self.send({"type": "feedback_saved", "turn_id": message.turn_id, "rating": rating})
 
     async def write_events(self, handle: SessionHandle) -> None:
         """Forward session events; once the client is gone keep draining so the session can finish."""

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.browser
@@ -198,5 +199,44 @@ def test_markup_is_shown_as_text(browser: Browser, server) -> None:
         expect(page.get_by_test_id("user-message").last).to_have_text(payload)
         assert page.locator("#messages img").count() == 0
         assert page.evaluate("typeof window.__xss") == "undefined"
+    finally:
+        page.context.close()
+
+
+def test_rating_an_answer_and_the_conversation(browser: Browser, server) -> None:
+    page = open_chat(browser, server.url)
+    try:
+        expect(final_bot(page).first.locator("xpath=..").get_by_test_id("rate-up")).to_have_count(0)  # the welcome is no answer
+        answer = say(page, "what payment methods do you accept?")
+        row = row_of(answer)
+        down, up = row.get_by_test_id("rate-down"), row.get_by_test_id("rate-up")
+        expect(down).to_have_attribute("aria-pressed", "false")
+        down.click()
+        expect(down).to_have_attribute("aria-pressed", "true")
+        expect(up).to_have_attribute("aria-pressed", "false")
+        expect(down).to_have_attribute("data-saved", "true")  # the server confirmed it
+
+        stars = page.get_by_test_id("rate-conversation")
+        stars.locator('button[data-rating="4"]').click()
+        expect(stars).to_have_attribute("data-saved", "true")
+        expect(stars).to_have_attribute("data-rating", "4")
+        expect(stars.locator("button.on")).to_have_count(4)
+        expect(stars.locator('button[data-rating="4"]')).to_have_attribute("aria-pressed", "true")
+
+        session_id = page.get_by_test_id("messages").get_attribute("data-session-id")
+        stored = httpx.get(f"{server.url}/api/conversations/{session_id}", timeout=10).json()
+        assert stored["rating"] == 4
+        assert [(t["bot_text"], t["rating"]) for t in stored["turns"]] == [(answer.text_content(), -1)]
+
+        # After a reload the conversation resumes with the ratings shown again.
+        page.reload()
+        expect(page.get_by_test_id("status")).to_have_attribute("data-state", "online")
+        expect(stars).to_have_attribute("data-rating", "4")
+        resumed_row = row_of(final_bot(page).first)
+        expect(resumed_row.get_by_test_id("rate-down")).to_have_attribute("aria-pressed", "true")
+        resumed_row.get_by_test_id("rate-up").click()
+        expect(resumed_row.get_by_test_id("rate-up")).to_have_attribute("data-saved", "true")
+        assert httpx.get(f"{server.url}/api/conversations/{session_id}", timeout=10).json()["turns"][0]["rating"] == 1
+        expect(page.locator(".error")).to_have_count(0)
     finally:
         page.context.close()

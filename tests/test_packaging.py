@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parent.parent
 PROBE = """
 import importlib.util, json, voicebot
 from voicebot.resources import demo_domain_dir, locales_dir
-import voicebot.pipelines.nlu.charngram, voicebot.channels.websocket_chat
+import voicebot.pipelines.nlu.charngram, voicebot.channels.websocket_chat, voicebot.runtime, voicebot.server
+import voicebot.pipelines.generation.seq2seq, voicebot.pipelines.asr.base, voicebot.pipelines.tts.base, voicebot.learning.export
 from voicebot.dialogue.domain import load_domain
 domain, problems = load_domain(demo_domain_dir())
 print(json.dumps({
@@ -53,7 +54,8 @@ def test_built_wheel_contains_and_serves_everything(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "voicebot/pipelines/nlu/charngram.py" in names and "voicebot/channels/base.py" in names
     assert "voicebot/locales/zh.yaml" in names and "voicebot/examples/demo/nlu/fr.yaml" in names
-    assert "voicebot/web/chat.html" in names
+    assert "voicebot/web/chat.html" in names and "voicebot/web/call.html" in names
+    assert "voicebot/pipelines/generation/seq2seq.py" in names and "voicebot/pipelines/vad/silero.py" in names
     assert not any(name.startswith(("pipelines/", "channels/", "tests/")) for name in names)
     unpacked = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(unpacked)

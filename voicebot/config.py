@@ -77,6 +77,19 @@ class GenerationSettings(_Section):
     state_tracking: bool = Field(False, description="let the model propose slot values too")
 
 
+class VoiceSettings(_Section):
+    """Voice calls (the ``webrtc`` channel). Turn-taking options: voicebot.turns.TurnTakingOptions."""
+
+    ice_servers: list[str] = Field(default_factory=list, description="STUN/TURN URLs; empty: host candidates only")
+    ice_loopback_only: bool = Field(False, description="offer only 127.0.0.1 (tests, callers on the same machine)")
+    max_calls: int = Field(8, ge=1, description="concurrent calls; more are refused with 'busy'")
+    asr_backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
+    asr_model: str = Field("base", description="'base' (bundled multilingual), 'tiny.en', a folder, or a model id")
+    asr_device: str = "auto"
+    asr_max_batch: int = Field(8, ge=1)
+    turns: dict[str, float] = Field(default_factory=dict, description="overrides of TurnTakingOptions, e.g. end_of_turn_silence_ms")
+
+
 class PipelineSettings(_Section):
     queue_size: int = Field(32, ge=1, description="Bound of each inter-stage queue")
     turn_timeout_s: float = Field(15.0, gt=0)
@@ -93,6 +106,7 @@ class Settings(BaseSettings):
     language: LanguageSettings = Field(default_factory=LanguageSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    voice: VoiceSettings = Field(default_factory=VoiceSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -45,6 +45,8 @@ class Transcript(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UserText(Event):
     text: str
+    language: str | None = None  # already decided (spoken-language ID on a call)
+    language_trace: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +85,7 @@ class BotReply(Event):
 class BotTextChunk(Event):
     text: str
     index: int
+    sentence: bool = False  # a whole sentence (template path), not a token piece (generation)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -25,6 +25,7 @@ from voicebot.storage import Storage
 
 if TYPE_CHECKING:
     from voicebot.pipelines.generation.seq2seq import Seq2SeqGenerator
+    from voicebot.voice import VoiceServices
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +55,20 @@ class SessionHandle:
     def start(self) -> None:
         self.pipeline.start()
 
-    async def send_text(self, text: str) -> str:
-        """Start a turn for one user message; its events arrive on ``events()``."""
+    async def send_text(self, text: str, language: str | None = None, language_trace: dict[str, Any] | None = None,
+                        extra_trace: dict[str, Any] | None = None) -> str:
+        """Start a turn for one user message; its events arrive on ``events()``.
+
+        A voice channel passes the language its spoken-language ID chose and what it measured
+        (recognition, endpointing) for the turn's trace."""
         turn_id = secrets.token_hex(6)
-        self.pipeline.begin_turn(turn_id, user_text=text)
+        turn = self.pipeline.begin_turn(turn_id, user_text=text)
+        if extra_trace:
+            turn.trace.update(extra_trace)
         timeout = self.runtime.settings.pipeline.turn_timeout_s
         loop = asyncio.get_running_loop()
         self._timers[turn_id] = loop.call_later(timeout, lambda: loop.create_task(self._time_out(turn_id)))
-        await self.pipeline.submit(UserText(session_id=self.id, turn_id=turn_id, text=text))
+        await self.pipeline.submit(UserText(session_id=self.id, turn_id=turn_id, text=text, language=language, language_trace=language_trace))
         return turn_id
 
     def cancel_turn(self, turn_id: str) -> bool:
@@ -115,6 +122,8 @@ class BotRuntime:
         self.storage = Storage(self.data_dir / "voicebot.sqlite")
         self.engine: DialogueEngine | None = None  # type: ignore[assignment]
         self.generator: Seq2SeqGenerator | None = None
+        self.voice: VoiceServices | None = None
+        self._background: set[asyncio.Task[Any]] = set()
         self.sessions: dict[str, SessionHandle] = {}
         self._swap_lock = asyncio.Lock()
 
@@ -124,10 +133,38 @@ class BotRuntime:
         self.engine = await asyncio.to_thread(
             DialogueEngine.from_folder, self.settings.domain.path, self.settings.nlu, self.settings.language, self.data_dir
         )
+        if "webrtc" in self.settings.server.channels:
+            self.voice = await asyncio.to_thread(self._load_voice)
         if self.settings.generation.backend == "seq2seq":
             if not self.settings.generation.model:
                 raise ConfigError("generation.model must name a seq2seq model folder or id when generation.backend = 'seq2seq'")
             self.generator = await asyncio.to_thread(self._load_generator, self.settings.generation.model)
+
+    def _load_voice(self) -> VoiceServices:
+        """VAD, recogniser and voices, loaded once for every call of the process."""
+        try:
+            from voicebot.pipelines.tts.router import VoiceRouter
+            from voicebot.pipelines.vad.silero import SileroModel
+            from voicebot.turns import TurnTakingOptions
+            from voicebot.voice import VoiceServices
+        except ImportError as exc:
+            raise ConfigError(f"server.channels has 'webrtc' but the voice extra is missing ({exc}): pip install 'voicebot[voice]'") from None
+        options = self.settings.voice
+        if options.asr_backend == "openai-whisper":
+            from voicebot.pipelines.asr.openai_whisper_backend import OpenAIWhisperRecognizer
+
+            recognizer: Any = OpenAIWhisperRecognizer(options.asr_model, device=options.asr_device)
+        else:
+            from voicebot.pipelines.asr.faster_whisper_backend import FasterWhisperRecognizer
+
+            recognizer = FasterWhisperRecognizer(options.asr_model, device=options.asr_device, max_batch=options.asr_max_batch)
+        return VoiceServices(SileroModel(), recognizer, VoiceRouter.default(), TurnTakingOptions(**options.turns))
+
+    def record_interruption(self, conversation_id: str, turn_id: str, delivered: str) -> None:
+        """Barge-in: store what the caller actually heard of that turn's answer."""
+        task = asyncio.get_running_loop().create_task(self.storage.record_interruption(conversation_id, turn_id, delivered))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _load_generator(self, model: str) -> Seq2SeqGenerator:
         from voicebot.pipelines.generation.seq2seq import Seq2SeqGenerator
@@ -155,6 +192,10 @@ class BotRuntime:
             await self.engine.close()
         if self.generator is not None:
             await asyncio.to_thread(self.generator.close)
+        if self.voice is not None:
+            self.voice.recognizer.close()
+            self.voice.voices.close()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.storage.close()
 
     def text_stages(self) -> list[Stage]:

@@ -1,4 +1,5 @@
-"""The HTTP server: channels' routes, the chat page, health, and the conversations REST API."""
+"""The HTTP server: channels' routes, the chat page, health, the conversations REST API and
+customer feedback on them (what `voicebot export-dataset` filters training data by)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from voicebot import __version__
 from voicebot.channels.base import Channel
@@ -38,6 +39,8 @@ class ConversationSummary(BaseModel):
     turn_count: int
     created_at: float
     updated_at: float
+    rating: int | None = None
+    feedback: str | None = None
 
 
 class ConversationPage(BaseModel):
@@ -57,11 +60,46 @@ class Turn(BaseModel):
     path: str
     trace: dict[str, Any]
     created_at: float
+    rating: int | None = None
+    feedback: str | None = None
+    interrupted: bool = False  # the caller barged in; delivered_text is what they heard
+    delivered_text: str | None = None
 
 
 class ConversationDetail(ConversationSummary):
     turns: list[Turn]
     state: dict[str, Any] | None
+
+
+class ConversationFeedback(BaseModel):
+    """Stars for the whole conversation; a new rating replaces the previous one."""
+
+    model_config = ConfigDict(extra="forbid")
+    rating: int = Field(ge=1, le=5, strict=True, description="1 (bad) .. 5 (excellent)")
+    comment: str | None = Field(None, max_length=2000)
+
+
+class TurnFeedback(BaseModel):
+    """Thumbs up (1) or down (-1) for one bot message; a new rating replaces the previous one."""
+
+    model_config = ConfigDict(extra="forbid")
+    rating: int = Field(strict=True, description="-1: thumbs down, 1: thumbs up", json_schema_extra={"enum": [-1, 1]})
+    comment: str | None = Field(None, max_length=2000)
+
+    @field_validator("rating")
+    @classmethod
+    def _thumb(cls, value: int) -> int:
+        if value not in (-1, 1):
+            raise ValueError("a message is rated -1 (thumbs down) or 1 (thumbs up)")
+        return value
+
+
+def _comment(text: str | None) -> str | None:
+    return (text or "").strip() or None
+
+
+class FeedbackSaved(BaseModel):
+    saved: bool
 
 
 class GeneratorInfo(BaseModel):
@@ -131,6 +169,23 @@ def create_app(settings: Settings) -> FastAPI:
             if turn["turn_index"] == turn_index:
                 return turn["trace"]
         raise HTTPException(404, f"conversation {conversation_id!r} has no turn {turn_index}")
+
+    @app.post("/api/conversations/{conversation_id}/feedback", response_model=FeedbackSaved, tags=["feedback"],
+              responses={404: {"description": "no such conversation"}})
+    async def rate_conversation(conversation_id: str, body: ConversationFeedback) -> FeedbackSaved:
+        """Rate a whole conversation (1..5 stars, optional comment)."""
+        if not await runtime.storage.rate_conversation(conversation_id, rating=body.rating, comment=_comment(body.comment)):
+            raise HTTPException(404, f"no conversation {conversation_id!r}")
+        return FeedbackSaved(saved=True)
+
+    @app.post("/api/conversations/{conversation_id}/turns/{turn_index}/feedback", response_model=FeedbackSaved, tags=["feedback"],
+              responses={404: {"description": "no such conversation or turn"}})
+    async def rate_turn(conversation_id: str, turn_index: int, body: TurnFeedback) -> FeedbackSaved:
+        """Rate one bot message (thumbs up 1 / down -1, optional comment); turns rated -1 are
+        left out of exported training data by default."""
+        if not await runtime.storage.rate_turn(conversation_id, turn_index=turn_index, rating=body.rating, comment=_comment(body.comment)):
+            raise HTTPException(404, f"conversation {conversation_id!r} has no turn {turn_index}")
+        return FeedbackSaved(saved=True)
 
     def generator_info() -> GeneratorInfo:
         generator = runtime.generator

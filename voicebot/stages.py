@@ -68,7 +68,7 @@ class ResponseStreamStage(Stage):
             yield event
             return
         for index, sentence in enumerate(split_sentences(event.text)):
-            yield BotTextChunk(session_id=event.session_id, turn_id=event.turn_id, text=sentence, index=index)
+            yield BotTextChunk(session_id=event.session_id, turn_id=event.turn_id, text=sentence, index=index, sentence=True)
         yield event
 
 

@@ -1,9 +1,12 @@
-"""SQLite storage: conversations, turns with their traces, dialogue state, user profiles.
+"""SQLite storage: conversations, turns with their traces, dialogue state, user profiles, feedback.
 
 One connection in WAL mode, used from one worker thread, so writes are serialised without lock
 contention and the event loop never blocks on disk. A turn and the state after it are written in
 one transaction: after a crash either both are there or neither is, and a bot message is sent to
 the client only once its turn is committed.
+
+Customer feedback (a thumbs up/down per bot message, 1-5 stars per conversation, a comment) lives
+on the rows it rates, so `voicebot export-dataset` can filter training examples with one join.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ CREATE TABLE IF NOT EXISTS conversations (
     status TEXT NOT NULL DEFAULT 'active',
     turn_count INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    rating INTEGER,
+    feedback TEXT
 );
 CREATE INDEX IF NOT EXISTS conversations_updated ON conversations(updated_at);
 CREATE TABLE IF NOT EXISTS turns (
@@ -48,6 +53,8 @@ CREATE TABLE IF NOT EXISTS turns (
     path TEXT NOT NULL,
     trace TEXT NOT NULL,
     created_at REAL NOT NULL,
+    rating INTEGER,
+    feedback TEXT,
     PRIMARY KEY (conversation_id, turn_index)
 );
 CREATE TABLE IF NOT EXISTS dialogue_state (
@@ -66,8 +73,19 @@ CREATE TABLE IF NOT EXISTS user_profiles (
 """
 
 
-_CONVERSATION_KEYS = ("id", "channel", "user_id", "language", "status", "turn_count", "created_at", "updated_at")
+# Columns added after the first release: databases created before them get them at open.
+_ADDED_COLUMNS = {
+    "conversations": {"rating": "INTEGER", "feedback": "TEXT"},
+    "turns": {"rating": "INTEGER", "feedback": "TEXT", "interrupted": "INTEGER NOT NULL DEFAULT 0", "delivered_text": "TEXT"},
+}
+
+_CONVERSATION_KEYS = ("id", "channel", "user_id", "language", "status", "turn_count", "created_at", "updated_at", "rating", "feedback")
 _CONVERSATION_COLUMNS = ", ".join(_CONVERSATION_KEYS)
+_TURN_KEYS = ("turn_index", "turn_id", "user_text", "bot_text", "language", "intent", "path", "trace", "created_at", "rating", "feedback",
+              "interrupted", "delivered_text")
+
+TURN_RATINGS = (-1, 1)
+CONVERSATION_RATINGS = range(1, 6)
 
 
 def hash_token(token: str) -> str:
@@ -109,6 +127,7 @@ class Storage:
         db.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: durable across process crashes
         db.execute("PRAGMA foreign_keys=ON")
         db.executescript(SCHEMA)
+        _add_missing_columns(db)
         self._db = db
 
     async def close(self) -> None:
@@ -225,6 +244,39 @@ class Storage:
 
         await self._call(write)
 
+    # -- feedback -------------------------------------------------------------------------------
+    async def rate_turn(self, conversation_id: str, *, turn_index: int | None = None, turn_id: str | None = None,
+                        rating: int, comment: str | None = None) -> bool:
+        """Rate one bot message (-1 or 1), found by its index or by its live turn id; False when
+        there is no such turn. A new rating replaces the previous one and its comment."""
+        if rating not in TURN_RATINGS:
+            raise ValueError(f"a message rating is -1 or 1, not {rating!r}")
+        if (turn_index is None) == (turn_id is None):
+            raise ValueError("name the turn by turn_index or by turn_id (exactly one)")
+        column, key = ("turn_index", turn_index) if turn_index is not None else ("turn_id", turn_id)
+
+        def write() -> bool:
+            with _transaction(self.db):
+                cursor = self.db.execute(
+                    f"UPDATE turns SET rating = ?, feedback = ? WHERE conversation_id = ? AND {column} = ?",
+                    (rating, comment, conversation_id, key),
+                )
+            return cursor.rowcount > 0
+
+        return await self._call(write)
+
+    async def rate_conversation(self, conversation_id: str, *, rating: int, comment: str | None = None) -> bool:
+        """Rate a whole conversation (1..5 stars); False when there is no such conversation."""
+        if rating not in CONVERSATION_RATINGS:
+            raise ValueError(f"a conversation rating is 1..5, not {rating!r}")
+
+        def write() -> bool:
+            with _transaction(self.db):
+                cursor = self.db.execute("UPDATE conversations SET rating = ?, feedback = ? WHERE id = ?", (rating, comment, conversation_id))
+            return cursor.rowcount > 0
+
+        return await self._call(write)
+
     # -- reading (REST API) --------------------------------------------------------------------
     async def list_conversations(self, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
         def read() -> tuple[int, list[dict[str, Any]]]:
@@ -243,12 +295,9 @@ class Storage:
                 return None
             conversation = dict(zip(_CONVERSATION_KEYS, row, strict=True))
             turns = self.db.execute(
-                "SELECT turn_index, turn_id, user_text, bot_text, language, intent, path, trace, created_at FROM turns "
-                "WHERE conversation_id = ? ORDER BY turn_index",
-                (conversation_id,),
+                f"SELECT {', '.join(_TURN_KEYS)} FROM turns WHERE conversation_id = ? ORDER BY turn_index", (conversation_id,)
             ).fetchall()
-            turn_keys = ("turn_index", "turn_id", "user_text", "bot_text", "language", "intent", "path", "trace", "created_at")
-            conversation["turns"] = [{**dict(zip(turn_keys, t, strict=True)), "trace": json.loads(t[7])} for t in turns]
+            conversation["turns"] = [{**dict(zip(_TURN_KEYS, t, strict=True)), "trace": json.loads(t[7])} for t in turns]
             state = self.db.execute("SELECT state FROM dialogue_state WHERE conversation_id = ?", (conversation_id,)).fetchone()
             conversation["state"] = json.loads(state[0]) if state else None
             return conversation
@@ -260,6 +309,28 @@ class Storage:
 
     async def integrity_ok(self) -> bool:
         return await self._call(lambda: self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Bring a database written by an older version up to the current columns (additive only)."""
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns.items():
+            if name not in present:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
+    async def record_interruption(self, conversation_id: str, turn_id: str, delivered_text: str) -> bool:
+        """A caller barged in: keep what they actually heard beside what the bot meant to say."""
+
+        def write() -> bool:
+            with _transaction(self.db):
+                cursor = self.db.execute(
+                    "UPDATE turns SET interrupted = 1, delivered_text = ? WHERE conversation_id = ? AND turn_id = ?",
+                    (delivered_text, conversation_id, turn_id),
+                )
+            return cursor.rowcount > 0
+
+        return await self._call(write)
 
 
 class _transaction:

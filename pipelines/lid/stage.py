@@ -18,6 +18,12 @@ class TextLanguageStage(Stage):
 
     async def process(self, event: Event, turn: TurnContext) -> AsyncIterator[Event]:
         assert isinstance(event, UserText)
+        if event.language:  # a call's spoken-language ID already decided, from audio and text
+            switched = event.language != turn.session.state.language
+            turn.trace["language"] = {"chosen": event.language, "switched": switched, **(event.language_trace or {})}
+            yield LanguageIdentified(session_id=event.session_id, turn_id=event.turn_id, text=event.text, language=event.language,
+                                     scores={}, switched=switched)
+            return
         decision = await self.engine.identify_language_async(event.text, turn.session.state)
         turn.trace["language"] = decision.to_trace()
         yield LanguageIdentified(

@@ -1,0 +1,220 @@
+"""Voice calls end to end: a real aiortc caller on loopback talks to a real server; questions are
+spoken by Piper (en) and espeak-ng (de, es); the bot's audio is transcribed with the bundled
+Whisper model and checked for the right answer in the right language."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import ServerProcess, fresh_data_dir
+from voicebot.audio import OUT_RATE, Resampler
+from voicebot.caller import SILENCE_DBFS, Caller, dbfs
+
+VOICE_ENV = {"VOICEBOT_SERVER__CHANNELS": '["websocket", "webrtc"]', "VOICEBOT_VOICE__ICE_LOOPBACK_ONLY": "true"}
+
+
+@pytest.fixture(scope="module")
+def voice_server(tmp_path_factory: pytest.TempPathFactory, trained_models: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess(fresh_data_dir(tmp_path_factory.mktemp("voice"), trained_models), extra_env=VOICE_ENV).start(timeout=240)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def voices():  # type: ignore[no-untyped-def]
+    from voicebot.pipelines.tts.router import VoiceRouter
+
+    router = VoiceRouter.default()
+    yield router
+    router.close()
+
+
+@pytest.fixture(scope="module")
+def whisper():  # type: ignore[no-untyped-def]
+    from voicebot.pipelines.asr.faster_whisper_backend import FasterWhisperRecognizer
+
+    recognizer = FasterWhisperRecognizer("base")
+    yield recognizer
+    recognizer.close()
+
+
+async def speak(voices, text: str, language: str) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Speech at 48 kHz, as a caller's microphone would send it."""
+    chunks = [chunk async for chunk in voices.synthesize(text, language)]
+    return Resampler(OUT_RATE).array(np.concatenate(chunks), voices.sample_rate(language))
+
+
+def pause(seconds: float) -> np.ndarray:
+    return np.zeros(int(OUT_RATE * seconds), dtype=np.int16)
+
+
+async def hear(whisper, caller: Caller, language: str | None = None) -> str:  # type: ignore[no-untyped-def]
+    audio = caller.recording.audio().astype(np.float32) / 32768.0
+    return (await whisper.transcribe(audio, language)).text
+
+
+@pytest.mark.parametrize(
+    ("language", "question", "expected_words"),
+    [
+        ("en", "What is your return policy?", ["30", "return"]),
+        ("de", "Wie lange dauert der Versand?", ["werktag"]),
+        ("es", "¿Cuánto tarda el envío?", ["días"]),
+    ],
+)
+async def test_spoken_question_gets_the_right_spoken_answer(voice_server, voices, whisper, language, question, expected_words) -> None:  # type: ignore[no-untyped-def]
+    caller = Caller(voice_server.url, language, loopback_only=True)
+    await caller.connect()
+    try:
+        await caller.wait_for("session", timeout=20)
+        ended = await caller.say(np.concatenate([pause(0.3), await speak(voices, question, language), pause(0.2)]))
+        message = (await caller.wait_for("bot_message", timeout=60))[0]
+        await caller.wait_quiet(60)
+        assert message["language"] == language
+        assert (message["trace"]["knowledge"] or {}).get("used") in {"return_policy", "shipping_policy"}, message["trace"]["voice"]
+        assert message["trace"]["voice"]["asr"]["model"].startswith("faster-whisper")
+        assert caller.latency_after(ended) is not None  # the caller heard the bot
+    finally:
+        await caller.hang_up()
+    heard = (await hear(whisper, caller, language)).lower()
+    assert all(word in heard for word in expected_words), heard
+
+
+async def test_order_number_read_aloud_is_understood(voice_server, voices) -> None:  # type: ignore[no-untyped-def]
+    caller = Caller(voice_server.url, "en", loopback_only=True)
+    await caller.connect()
+    try:
+        await caller.wait_for("session", timeout=20)
+        await caller.say(await speak(voices, "Where is my order? The number is 1 2 3 4 5.", "en"))
+        message = (await caller.wait_for("bot_message", timeout=60))[0]
+        assert "12345" in message["text"] and "Redmi Note 13" in message["text"], message["trace"]["voice"]
+    finally:
+        await caller.hang_up()
+
+
+async def test_a_pause_mid_sentence_gets_one_reply(voice_server, voices) -> None:  # type: ignore[no-untyped-def]
+    caller = Caller(voice_server.url, "en", loopback_only=True)
+    await caller.connect()
+    try:
+        await caller.wait_for("session", timeout=20)
+        audio = np.concatenate([await speak(voices, "Hi,", "en"), pause(0.3), await speak(voices, "what is your refund policy?", "en")])
+        await caller.say(audio)
+        await caller.wait_for("bot_message", timeout=60)
+        await caller.wait_quiet(60)
+        await asyncio.sleep(1.0)
+        assert len(caller.recording.user_transcripts) == 1 and len(caller.recording.bot_messages) == 1
+        assert caller.recording.bot_messages[0]["trace"]["knowledge"]["used"] == "refund_policy"
+    finally:
+        await caller.hang_up()
+
+
+async def test_barge_in_stops_the_bot_and_backchannels_do_not(voice_server, voices) -> None:  # type: ignore[no-untyped-def]
+    caller = Caller(voice_server.url, "en", loopback_only=True)
+    await caller.connect()
+    try:
+        await caller.wait_for("session", timeout=20)
+        await caller.say(await speak(voices, "My internet is not working.", "en"))
+        await caller.wait_for("bot_message", timeout=60)
+        await caller.say(await speak(voices, "Wi-Fi.", "en"))  # long troubleshooting steps follow
+        await caller.wait_for("bot_message", count=2, timeout=60)
+        speaking = [e for e in caller.recording.events if e["type"] == "bot_speaking" and e["on"]]
+        while len(speaking) < 2:
+            await asyncio.sleep(0.05)
+            speaking = [e for e in caller.recording.events if e["type"] == "bot_speaking" and e["on"]]
+        await asyncio.sleep(0.5)
+        await caller.say(await speak(voices, "ok", "en"))  # a backchannel: too short to interrupt
+        await asyncio.sleep(1.0)
+        assert not [e for e in caller.recording.events if e["type"] == "interrupted"]
+        frames_before = len(caller.recording.audio_16k)
+        await caller.say(await speak(voices, "Wait, stop, I want to talk to a human agent please.", "en"))
+        interrupted = (await caller.wait_for("interrupted", timeout=30))[0]
+        assert interrupted["delivered"]  # what the caller really heard of the steps
+        assert "1." in interrupted["delivered"] or "router" in interrupted["delivered"].lower()
+        await caller.wait_for("bot_message", count=3, timeout=60)
+        handoff = caller.recording.bot_messages[-1]
+        assert handoff["handoff"] is True
+        assert frames_before > 0
+    finally:
+        await caller.hang_up()
+    stored = httpx.get(f"{voice_server.url}/api/conversations/{caller.session['session_id']}", timeout=10).json()
+    interrupted_turns = [t for t in stored["turns"] if t.get("interrupted")]
+    assert interrupted_turns and interrupted_turns[0]["delivered_text"] == interrupted["delivered"]
+
+
+async def test_language_switch_within_one_call(voice_server, voices) -> None:  # type: ignore[no-untyped-def]
+    caller = Caller(voice_server.url, "en", loopback_only=True)
+    await caller.connect()
+    try:
+        await caller.wait_for("session", timeout=20)
+        await caller.say(await speak(voices, "What payment methods do you accept?", "en"))
+        first = (await caller.wait_for("bot_message", timeout=60))[0]
+        await caller.wait_quiet(60)
+        await caller.say(await speak(voices, "Wie lange dauert der Versand nach Deutschland?", "de"))
+        second = (await caller.wait_for("bot_message", count=2, timeout=60))[1]
+        assert first["language"] == "en" and second["language"] == "de"
+        assert second["trace"]["language"]["switched"] is True
+    finally:
+        await caller.hang_up()
+
+
+async def test_silence_and_noise_only_calls_get_no_turns_and_end_cleanly(voice_server) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    for audio in (pause(3.0), (rng.normal(0, 300, OUT_RATE * 3)).astype(np.int16)):
+        caller = Caller(voice_server.url, "en", loopback_only=True)
+        await caller.connect()
+        try:
+            await caller.wait_for("session", timeout=20)
+            await caller.say(audio)
+            await asyncio.sleep(1.5)
+            assert caller.recording.bot_messages == []
+        finally:
+            await caller.hang_up()
+    await asyncio.sleep(1.0)
+    assert httpx.get(f"{voice_server.url}/health", timeout=10).json()["active_sessions"] == 0
+
+
+async def test_peer_vanishing_mid_sentence_frees_the_call(voice_server, voices) -> None:  # type: ignore[no-untyped-def]
+    caller = Caller(voice_server.url, "en", loopback_only=True)
+    await caller.connect()
+    await caller.wait_for("session", timeout=20)
+    caller.mic.play(await speak(voices, "Hello, I would like to know where my order is, it was supposed", "en"))
+    await asyncio.sleep(1.0)
+    await caller.pc.close()  # no hang-up message: the peer is simply gone
+    for _ in range(100):
+        if httpx.get(f"{voice_server.url}/health", timeout=10).json()["active_sessions"] == 0:
+            break
+        await asyncio.sleep(0.2)
+    assert httpx.get(f"{voice_server.url}/health", timeout=10).json()["active_sessions"] == 0
+
+
+async def test_four_calls_at_once(voice_server, voices) -> None:  # type: ignore[no-untyped-def]
+    questions = [("en", "What is your refund policy?"), ("de", "Wie lange dauert der Versand?"),
+                 ("es", "¿Cuánto tarda el envío?"), ("en", "What payment methods do you accept?")]
+    audio = [await speak(voices, text, language) for language, text in questions]
+    callers = [Caller(voice_server.url, language, loopback_only=True) for language, _ in questions]
+    for caller in callers:
+        await caller.connect()
+    try:
+        await asyncio.gather(*(c.wait_for("session", timeout=20) for c in callers))
+        await asyncio.gather(*(c.say(a) for c, a in zip(callers, audio, strict=True)))
+        answers = await asyncio.gather(*(c.wait_for("bot_message", timeout=120) for c in callers))
+        assert [a[0]["language"] for a in answers] == [language for language, _ in questions]
+    finally:
+        for caller in callers:
+            await caller.hang_up()
+
+
+def test_garbage_offers_are_refused_clearly(voice_server) -> None:  # type: ignore[no-untyped-def]
+    for body in ({"sdp": "this is not sdp at all", "type": "offer"}, {"sdp": "v=0", "type": "answer"}, {"nope": 1}):
+        response = httpx.post(f"{voice_server.url}/webrtc/offer", json=body, timeout=10)
+        assert response.status_code == 400 and response.json()["error"] in {"invalid_offer", "invalid_sdp"}
+    assert httpx.get(f"{voice_server.url}/health", timeout=10).json()["status"] == "ok"
+
+
+def test_quiet_frames_measure_as_silence() -> None:
+    assert dbfs(np.zeros(960, dtype=np.int16)) < SILENCE_DBFS < dbfs(np.full(960, 3000, dtype=np.int16))

@@ -1,0 +1,129 @@
+"""Audio plumbing for calls: resampling with PyAV (a library resampler, not a hand-rolled one) and
+the outbound track that plays the bot's voice in paced 20 ms frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+OUT_RATE = 48_000
+FRAME_SAMPLES_OUT = 960  # 20 ms at 48 kHz
+
+
+class Resampler:
+    """Any PyAV frame or int16 mono array -> int16 mono at ``rate``, keeping filter state."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+
+    def frame(self, frame: av.AudioFrame) -> np.ndarray:
+        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        return np.concatenate(out).astype(np.int16) if out else np.zeros(0, dtype=np.int16)
+
+    def array(self, samples: np.ndarray, rate: int) -> np.ndarray:
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples.astype(np.int16).reshape(1, -1)), format="s16", layout="mono")
+        frame.sample_rate = rate
+        return self.frame(frame)
+
+
+def int16_to_float(samples: np.ndarray) -> np.ndarray:
+    return samples.astype(np.float32) / 32768.0
+
+
+@dataclass
+class _Segment:
+    samples: np.ndarray
+    label: str
+    played: int = 0
+
+
+class BotAudioTrack(MediaStreamTrack):
+    """The bot's voice: queued speech in 20 ms frames, silence when there is none.
+
+    Frames are paced by the wall clock, so the peer hears no gaps while the bot speaks. ``flush``
+    (barge-in) drops everything queued at once and reports what was actually heard.
+    """
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._segments: deque[_Segment] = deque()
+        self._start: float | None = None
+        self._sent = 0
+        self.delivered: list[str] = []  # labels (sentences) fully played since the last reset
+        self.on_speaking_changed: list = []  # callbacks(bool)
+        self._speaking = False
+        self.first_audio_at: float | None = None
+
+    @property
+    def speaking(self) -> bool:
+        return bool(self._segments)
+
+    def enqueue(self, samples_48k: np.ndarray, label: str) -> None:
+        if len(samples_48k):
+            self._segments.append(_Segment(samples_48k.astype(np.int16), label))
+            self._set_speaking(True)
+
+    def flush(self) -> tuple[list[str], str | None]:
+        """Stop speaking now; return the sentences fully heard and the one cut short (if any)."""
+        heard = list(self.delivered)
+        cut = None
+        if self._segments and self._segments[0].played:
+            segment = self._segments[0]
+            words = segment.label.split()
+            cut = " ".join(words[: max(1, round(len(words) * segment.played / len(segment.samples)))]) + " …"
+        self._segments.clear()
+        self.delivered = []
+        self._set_speaking(False)
+        return heard, cut
+
+    def _set_speaking(self, value: bool) -> None:
+        if value != self._speaking:
+            self._speaking = value
+            for callback in self.on_speaking_changed:
+                callback(value)
+
+    def _next_samples(self) -> np.ndarray:
+        out = np.zeros(FRAME_SAMPLES_OUT, dtype=np.int16)
+        filled = 0
+        while filled < FRAME_SAMPLES_OUT and self._segments:
+            segment = self._segments[0]
+            take = min(FRAME_SAMPLES_OUT - filled, len(segment.samples) - segment.played)
+            out[filled:filled + take] = segment.samples[segment.played:segment.played + take]
+            segment.played += take
+            filled += take
+            if segment.played >= len(segment.samples):
+                self.delivered.append(segment.label)
+                self._segments.popleft()
+        if filled and self.first_audio_at is None:
+            self.first_audio_at = time.monotonic()
+        if not self._segments:
+            self._set_speaking(False)
+        return out
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            wait = self._start + self._sent / OUT_RATE - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        samples = self._next_samples()
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = OUT_RATE
+        frame.pts = self._sent
+        frame.time_base = fractions.Fraction(1, OUT_RATE)
+        self._sent += FRAME_SAMPLES_OUT
+        return frame

@@ -1,0 +1,132 @@
+"""Turn-taking: when the caller starts and stops talking, and when they interrupt the bot.
+
+All settings live in one typed options object with documented defaults (after LiveKit Agents'
+turn-handling options). The endpointer turns 32 ms VAD frames into turn events; it starts
+recognition speculatively as soon as the caller pauses, so by the time the pause is long enough to
+end the turn, the transcript is (almost) ready.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from voicebot.pipelines.vad.silero import FRAME_SAMPLES, SAMPLE_RATE, SileroStream
+
+FRAME_MS = FRAME_SAMPLES * 1000 // SAMPLE_RATE  # 32
+
+
+class TurnTakingOptions(BaseModel):
+    """Endpointing and interruption settings (config section ``voice.turns``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    speech_start_threshold: float = Field(0.5, ge=0, le=1, description="VAD probability that counts a frame as speech")
+    speech_stop_threshold: float = Field(0.35, ge=0, le=1, description="below this a frame is silence (hysteresis)")
+    min_speech_ms: int = Field(160, ge=0, description="speech shorter than this is noise, not a turn")
+    end_of_turn_silence_ms: int = Field(640, ge=100, description="silence that ends the caller's turn; longer than a mid-sentence pause (~300 ms)")
+    speculative_after_ms: int = Field(224, ge=0, description="silence after which recognition starts early, in case the turn is ending")
+    max_utterance_s: float = Field(20.0, gt=0, description="a turn is cut here even if the caller keeps talking")
+    barge_in_min_speech_ms: int = Field(384, ge=0, description="speech over the bot this long interrupts it; 'mm', 'ok' are shorter")
+    pre_speech_ms: int = Field(192, ge=0, description="audio kept from before speech started (soft onsets)")
+
+
+class TurnEvent(Enum):
+    SPEECH_STARTED = "speech_started"
+    PAUSED = "paused"          # a pause long enough to start recognising speculatively
+    RESUMED = "resumed"        # the caller went on: drop the speculative result
+    BARGE_IN = "barge_in"      # sustained speech while the bot talks
+    TURN_ENDED = "turn_ended"  # the utterance is complete
+    BACKCHANNEL = "backchannel"  # short speech over the bot ("mm", "ok"): neither a turn nor a barge-in
+
+
+@dataclass
+class Endpointer:
+    """Per-call turn detection over 16 kHz float32 audio."""
+
+    vad: SileroStream
+    options: TurnTakingOptions = field(default_factory=TurnTakingOptions)
+    bot_speaking: bool = False
+    _pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    _history: list[np.ndarray] = field(default_factory=list)
+    _utterance: list[np.ndarray] = field(default_factory=list)
+    _in_speech: bool = False
+    _speech_ms: int = 0
+    _silence_ms: int = 0
+    _paused_sent: bool = False
+    _barged: bool = False
+    _overlapped: bool = False
+    last_speech_frame_at: float = 0.0  # audio seconds of the last voiced frame (for latency)
+    _clock_frames: int = 0
+
+    @property
+    def utterance(self) -> np.ndarray:
+        return np.concatenate(self._utterance) if self._utterance else np.zeros(0, dtype=np.float32)
+
+    def feed(self, audio: np.ndarray) -> list[tuple[TurnEvent, np.ndarray | None]]:
+        """Add audio; return the turn events it causes, with the utterance for PAUSED/TURN_ENDED."""
+        events: list[tuple[TurnEvent, np.ndarray | None]] = []
+        self._pending = np.concatenate([self._pending, audio.astype(np.float32)])
+        while len(self._pending) >= FRAME_SAMPLES:
+            frame, self._pending = self._pending[:FRAME_SAMPLES], self._pending[FRAME_SAMPLES:]
+            events.extend(self._frame(frame))
+        return events
+
+    def _frame(self, frame: np.ndarray) -> list[tuple[TurnEvent, np.ndarray | None]]:
+        options = self.options
+        self._clock_frames += 1
+        probability = self.vad.probability(frame)
+        voiced = probability >= (options.speech_stop_threshold if self._in_speech else options.speech_start_threshold)
+        events: list[tuple[TurnEvent, np.ndarray | None]] = []
+        if not self._in_speech:
+            self._history.append(frame)
+            del self._history[: -max(1, options.pre_speech_ms // FRAME_MS)]
+            if voiced:
+                self._speech_ms += FRAME_MS
+                if self._speech_ms >= options.min_speech_ms:
+                    self._in_speech = True
+                    self._overlapped = self.bot_speaking
+                    self._utterance = list(self._history)
+                    self._silence_ms = 0
+                    events.append((TurnEvent.SPEECH_STARTED, None))
+            else:
+                self._speech_ms = 0
+            return events
+        self._utterance.append(frame)
+        self._overlapped = self._overlapped or self.bot_speaking
+        if voiced:
+            self.last_speech_frame_at = self._clock_frames * FRAME_MS / 1000
+            self._speech_ms += FRAME_MS
+            if self._paused_sent:
+                events.append((TurnEvent.RESUMED, None))
+                self._paused_sent = False
+            self._silence_ms = 0
+            if self.bot_speaking and not self._barged and self._speech_ms >= options.barge_in_min_speech_ms:
+                self._barged = True
+                events.append((TurnEvent.BARGE_IN, None))
+        else:
+            self._silence_ms += FRAME_MS
+            if not self._paused_sent and self._silence_ms >= options.speculative_after_ms:
+                self._paused_sent = True
+                events.append((TurnEvent.PAUSED, self.utterance))
+        too_long = len(self._utterance) * FRAME_MS >= options.max_utterance_s * 1000
+        if self._silence_ms >= options.end_of_turn_silence_ms or too_long:
+            if self._overlapped and not self._barged:
+                events.append((TurnEvent.BACKCHANNEL, self.utterance))
+            else:
+                events.append((TurnEvent.TURN_ENDED, self.utterance))
+            self._reset()
+        return events
+
+    def _reset(self) -> None:
+        self._in_speech = False
+        self._utterance = []
+        self._history = []
+        self._speech_ms = 0
+        self._silence_ms = 0
+        self._paused_sent = False
+        self._barged = False
+        self._overlapped = False
