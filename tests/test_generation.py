@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ChatClient, ServerProcess, fresh_data_dir
-from voicebot.config import LanguageSettings, NluSettings
 from voicebot.dialogue.domain import load_domain
 from voicebot.dialogue.grounding import PromptFields, build_prompt, check_grounding, required_facts
 from voicebot.dialogue.slot_proposals import parse_proposals

@@ -15,6 +15,7 @@ from voicebot.pipelines.nlu.entities import Entity
 from voicebot.storage import Storage, StoredTurn
 from voicebot.streaming import split_sentences
 
+
 class DialogueStage(Stage):
     name = "dialogue"
     consumes = (Understanding,)
