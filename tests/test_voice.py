@@ -54,20 +54,17 @@ def pause(seconds: float) -> np.ndarray:
     return np.zeros(int(OUT_RATE * seconds), dtype=np.int16)
 
 
-async def hear(whisper, caller: Caller, language: str | None = None) -> str:  # type: ignore[no-untyped-def]
-    audio = caller.recording.audio().astype(np.float32) / 32768.0
-    return (await whisper.transcribe(audio, language)).text
-
-
+# espeak-ng's German and Spanish are robotic: Whisper base gets these sentences right (measured),
+# many others wrong. Piper's English is close to natural speech.
 @pytest.mark.parametrize(
-    ("language", "question", "expected_words"),
+    ("language", "question", "expect", "heard_words"),
     [
-        ("en", "What is your return policy?", ["30", "return"]),
-        ("de", "Wie lange dauert der Versand?", ["werktag"]),
-        ("es", "¿Cuánto tarda el envío?", ["días"]),
+        ("en", "What is your return policy?", lambda t: t["knowledge"]["used"] == "return_policy", ["30", "return"]),
+        ("de", "Ich habe mein Passwort vergessen.", lambda t: t["state"]["requested_slot"] == "email", []),
+        ("es", "Quiero hablar con una persona.", lambda t: t["response"]["path"] == "handoff", []),
     ],
 )
-async def test_spoken_question_gets_the_right_spoken_answer(voice_server, voices, whisper, language, question, expected_words) -> None:  # type: ignore[no-untyped-def]
+async def test_spoken_question_gets_the_right_spoken_answer(voice_server, voices, whisper, language, question, expect, heard_words) -> None:  # type: ignore[no-untyped-def]
     caller = Caller(voice_server.url, language, loopback_only=True)
     await caller.connect()
     try:
@@ -76,13 +73,15 @@ async def test_spoken_question_gets_the_right_spoken_answer(voice_server, voices
         message = (await caller.wait_for("bot_message", timeout=60))[0]
         await caller.wait_quiet(60)
         assert message["language"] == language
-        assert (message["trace"]["knowledge"] or {}).get("used") in {"return_policy", "shipping_policy"}, message["trace"]["voice"]
+        assert expect(message["trace"]), message["trace"]["voice"]
         assert message["trace"]["voice"]["asr"]["model"].startswith("faster-whisper")
         assert caller.latency_after(ended) is not None  # the caller heard the bot
     finally:
         await caller.hang_up()
-    heard = (await hear(whisper, caller, language)).lower()
-    assert all(word in heard for word in expected_words), heard
+    audio = caller.recording.audio().astype(np.float32) / 32768.0
+    heard = await whisper.transcribe(audio, None, ["en", "zh", "es", "de", "fr"])
+    assert heard.language == language, heard
+    assert all(word in heard.text.lower() for word in heard_words), heard.text
 
 
 async def test_order_number_read_aloud_is_understood(voice_server, voices) -> None:  # type: ignore[no-untyped-def]
@@ -120,12 +119,12 @@ async def test_barge_in_stops_the_bot_and_backchannels_do_not(voice_server, voic
         await caller.wait_for("session", timeout=20)
         await caller.say(await speak(voices, "My internet is not working.", "en"))
         await caller.wait_for("bot_message", timeout=60)
+        await caller.wait_quiet(60)
         await caller.say(await speak(voices, "Wi-Fi.", "en"))  # long troubleshooting steps follow
         await caller.wait_for("bot_message", count=2, timeout=60)
-        speaking = [e for e in caller.recording.events if e["type"] == "bot_speaking" and e["on"]]
-        while len(speaking) < 2:
-            await asyncio.sleep(0.05)
-            speaking = [e for e in caller.recording.events if e["type"] == "bot_speaking" and e["on"]]
+        await caller.wait_for("bot_speaking", count=3, timeout=30)  # on, off (first answer), on (the steps)
+        speaking = [e["on"] for e in caller.recording.events if e["type"] == "bot_speaking"]
+        assert speaking[-1] is True
         await asyncio.sleep(0.5)
         await caller.say(await speak(voices, "ok", "en"))  # a backchannel: too short to interrupt
         await asyncio.sleep(1.0)
@@ -154,7 +153,7 @@ async def test_language_switch_within_one_call(voice_server, voices) -> None:  #
         await caller.say(await speak(voices, "What payment methods do you accept?", "en"))
         first = (await caller.wait_for("bot_message", timeout=60))[0]
         await caller.wait_quiet(60)
-        await caller.say(await speak(voices, "Wie lange dauert der Versand nach Deutschland?", "de"))
+        await caller.say(await speak(voices, "Ich habe mein Passwort vergessen, können Sie mir bitte helfen?", "de"))
         second = (await caller.wait_for("bot_message", count=2, timeout=60))[1]
         assert first["language"] == "en" and second["language"] == "de"
         assert second["trace"]["language"]["switched"] is True
@@ -193,8 +192,8 @@ async def test_peer_vanishing_mid_sentence_frees_the_call(voice_server, voices) 
 
 
 async def test_four_calls_at_once(voice_server, voices) -> None:  # type: ignore[no-untyped-def]
-    questions = [("en", "What is your refund policy?"), ("de", "Wie lange dauert der Versand?"),
-                 ("es", "¿Cuánto tarda el envío?"), ("en", "What payment methods do you accept?")]
+    questions = [("en", "What is your refund policy?"), ("de", "Ich habe mein Passwort vergessen."),
+                 ("es", "Quiero hablar con una persona."), ("en", "What payment methods do you accept?")]
     audio = [await speak(voices, text, language) for language, text in questions]
     callers = [Caller(voice_server.url, language, loopback_only=True) for language, _ in questions]
     for caller in callers:
@@ -218,3 +217,22 @@ def test_garbage_offers_are_refused_clearly(voice_server) -> None:  # type: igno
 
 def test_quiet_frames_measure_as_silence() -> None:
     assert dbfs(np.zeros(960, dtype=np.int16)) < SILENCE_DBFS < dbfs(np.full(960, 3000, dtype=np.int16))
+
+
+async def test_command_line_caller_prints_both_sides_and_latency(voice_server, voices, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    import soundfile
+
+    question = tmp_path / "question.wav"
+    chunks = [chunk async for chunk in voices.synthesize("What payment methods do you accept?", "en")]
+    soundfile.write(str(question), np.concatenate(chunks), voices.sample_rate("en"))
+    reply = tmp_path / "reply.wav"
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "voicebot", "call", voice_server.url, "--wav", str(question), "--out", str(reply),
+                         "--language", "en", "--loopback"], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "you: " in result.stdout and "PayPal" in result.stdout and "voice-to-voice latency:" in result.stdout
+    audio, rate = soundfile.read(str(reply))
+    assert rate == 16_000 and np.abs(audio).max() > 0.05

@@ -204,8 +204,9 @@ class Caller:
             task.cancel()
 
 
-async def call_once(url: str, wav: Path, out: Path | None, language: str | None, timeout: float = 60) -> dict[str, Any]:
-    caller = Caller(url, language)
+async def call_once(url: str, wav: Path, out: Path | None, language: str | None, timeout: float = 60,
+                    loopback_only: bool = False) -> dict[str, Any]:
+    caller = Caller(url, language, loopback_only=loopback_only)
     await caller.connect()
     try:
         await caller.wait_for("session", timeout=15)

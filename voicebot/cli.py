@@ -1,4 +1,4 @@
-"""The ``voicebot`` command: serve, chat, train, check."""
+"""The ``voicebot`` command: serve, chat, train, check, export-dataset, train generator."""
 
 from __future__ import annotations
 
@@ -112,6 +112,89 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def cmd_export_dataset(args: argparse.Namespace) -> int:
+    from voicebot.learning.export import ExportOptions, export_dataset
+
+    settings = _settings(args)
+    try:
+        patterns = dict(_pattern_option(text) for text in args.redact_pattern or [])
+    except ValueError as exc:
+        print(f"voicebot: {exc}", file=sys.stderr)
+        return 2
+    options = ExportOptions(min_turn_rating=args.min_turn_rating, include_unrated=args.include_unrated, extra_patterns=patterns)
+    try:
+        report = export_dataset(settings.storage.data_dir / "voicebot.sqlite", args.out, options)
+    except FileNotFoundError as exc:
+        print(f"voicebot: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary(args.out))
+    return 0
+
+
+def _pattern_option(text: str) -> tuple[str, str]:
+    import re
+
+    name, sep, pattern = text.partition("=")
+    if not sep or not name or not pattern:
+        raise ValueError(f"--redact-pattern takes NAME=REGEX, not {text!r}")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"--redact-pattern {name}: not a regular expression: {exc}") from None
+    return name, pattern
+
+
+def cmd_train_generator(args: argparse.Namespace) -> int:
+    from voicebot.learning.finetune import TrainingDataError, train_generator
+
+    try:
+        train_generator(args.data, args.base, args.out, steps=args.steps, learning_rate=args.learning_rate, batch_size=args.batch_size,
+                        max_input_tokens=args.max_input_tokens, max_target_tokens=args.max_target_tokens, seed=args.seed)
+    except (TrainingDataError, FileExistsError, OSError, ValueError) as exc:
+        print(f"voicebot: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _route_subcommand_words(argv: list[str]) -> list[str]:
+    """``voicebot train generator ...`` -> ``voicebot train-generator ...``: ``train``'s optional
+    positional (a domain folder) cannot also be a sub-command, so the word is routed before
+    parsing. A domain folder that is really named ``generator`` is still reachable as ``./generator``."""
+    index = next((i for i, word in enumerate(argv) if not word.startswith("-")), None)
+    if index is not None and argv[index:index + 2] == ["train", "generator"]:
+        return [*argv[:index], "train-generator", *argv[index + 2:]]
+    return argv
+
+
+def _add_learning_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    export = sub.add_parser("export-dataset", help="stored conversations -> a redacted JSONL training set for the generator")
+    export.add_argument("--config", type=Path, help="TOML or YAML settings file")
+    export.add_argument("--data-dir", type=Path, help="where conversations are stored")
+    export.add_argument("--out", type=Path, required=True, help="JSONL file to write")
+    export.add_argument("--min-turn-rating", type=int, choices=(-1, 0, 1), default=0,
+                        help="leave out rated turns below this (default 0: thumbs-down turns are left out)")
+    unrated = export.add_mutually_exclusive_group()
+    unrated.add_argument("--include-unrated", dest="include_unrated", action="store_true", default=True,
+                         help="export turns nobody rated too (default)")
+    unrated.add_argument("--rated-only", dest="include_unrated", action="store_false", help="export rated turns only")
+    export.add_argument("--redact-pattern", action="append", metavar="NAME=REGEX",
+                        help="also replace matches of REGEX with <NAME> (repeatable), e.g. customer_id='CN-\d{8}'")
+    export.set_defaults(func=cmd_export_dataset)
+
+    generator = sub.add_parser("train-generator", prog="voicebot train generator",
+                               help="fine-tune the response generator on an exported dataset (also: voicebot train generator)")
+    generator.add_argument("--data", type=Path, required=True, help="JSONL from voicebot export-dataset")
+    generator.add_argument("--base", required=True, help="seq2seq model folder or Hugging Face id to start from")
+    generator.add_argument("--out", type=Path, required=True, help="folder to write the fine-tuned model and tokenizer to")
+    generator.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
+    generator.add_argument("--learning-rate", type=float, default=3e-4, help="AdamW learning rate (default 3e-4)")
+    generator.add_argument("--batch-size", type=int, default=8, help="examples per step (default 8)")
+    generator.add_argument("--max-input-tokens", type=int, default=512, help=argparse.SUPPRESS)
+    generator.add_argument("--max-target-tokens", type=int, default=128, help=argparse.SUPPRESS)
+    generator.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    generator.set_defaults(func=cmd_train_generator)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voicebot", description="Multilingual customer-service bot")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -141,11 +224,58 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a domain and list every problem with file and line")
     check.add_argument("domain_folder", type=Path)
     check.set_defaults(func=cmd_check)
+
+    _add_learning_commands(sub)
+    _add_models_command(sub)
+    _add_call_command(sub)
     return parser
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    import json
+
+    from voicebot.models import available_models, format_models_table
+
+    models = available_models(args.cache_dir)
+    print(json.dumps(models, indent=2) if args.json else format_models_table(models))
+    return 0
+
+
+def _add_models_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    models = sub.add_parser("models", help="list the offline models (ASR, TTS, VAD) this machine has and where they come from")
+    models.add_argument("--cache-dir", type=Path, help="assembled-model cache (default $VOICEBOT_MODEL_CACHE or ~/.cache/voicebot/models)")
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    models.set_defaults(func=cmd_models)
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from voicebot.caller import call_once
+
+    result = asyncio.run(call_once(args.url, args.wav, args.out, args.language, timeout=args.timeout, loopback_only=args.loopback))
+    for text in result["you"]:
+        print(f"you: {text}")
+    for text in result["bot"]:
+        print(f"bot ({result['language']}): {text}")
+    latency = result["voice_to_voice_s"]
+    print("voice-to-voice latency: " + (f"{latency:.3f} s" if latency is not None else "no bot audio heard"))
+    if args.out:
+        print(f"the bot's audio is in {args.out}")
+    return 0
+
+
+def _add_call_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    call = sub.add_parser("call", help="call a running bot over WebRTC: speak a WAV, record the answer, print transcripts and latency")
+    call.add_argument("url", help="the bot's base URL, e.g. http://127.0.0.1:8080")
+    call.add_argument("--wav", type=Path, required=True, help="what to say (any rate, mono or stereo)")
+    call.add_argument("--out", type=Path, help="write the bot's answer here (16 kHz WAV)")
+    call.add_argument("--language", help="the call's starting language, e.g. de")
+    call.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
+    call.add_argument("--loopback", action="store_true", help="offer only 127.0.0.1 ICE candidates (bot on this machine)")
+    call.set_defaults(func=cmd_call)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_route_subcommand_words(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))

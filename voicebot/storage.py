@@ -310,15 +310,6 @@ class Storage:
     async def integrity_ok(self) -> bool:
         return await self._call(lambda: self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
 
-
-def _add_missing_columns(db: sqlite3.Connection) -> None:
-    """Bring a database written by an older version up to the current columns (additive only)."""
-    for table, columns in _ADDED_COLUMNS.items():
-        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-        for name, kind in columns.items():
-            if name not in present:
-                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
-
     async def record_interruption(self, conversation_id: str, turn_id: str, delivered_text: str) -> bool:
         """A caller barged in: keep what they actually heard beside what the bot meant to say."""
 
@@ -331,6 +322,15 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
             return cursor.rowcount > 0
 
         return await self._call(write)
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Bring a database written by an older version up to the current columns (additive only)."""
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns.items():
+            if name not in present:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
 class _transaction:

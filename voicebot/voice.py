@@ -94,7 +94,8 @@ class VoiceCall:
             self._speculative = None
 
     async def _recognise(self, utterance: np.ndarray) -> Transcription:
-        return await self.services.recognizer.transcribe(utterance, None, self.handle.runtime.engine.domain.languages)
+        languages = self.handle.runtime.engine.domain.languages
+        return await self.services.recognizer.transcribe(utterance, None, languages, prior_language=self.handle.session.state.language)
 
     async def _finish_turn(self, utterance: np.ndarray, speculative: asyncio.Task[Transcription] | None, ended_at: float) -> None:
         reused = speculative is not None and not speculative.cancelled()
@@ -134,10 +135,14 @@ class VoiceCall:
     async def _bot_events(self) -> None:
         async for event in self.handle.events():
             if isinstance(event, BotTextChunk):
+                if event.turn_id in self._turn_marks:
+                    self._turn_marks[event.turn_id].setdefault("message", time.monotonic())  # first text ready
                 sentences = [event.text] if event.sentence else self.assembler.feed(event.text)
                 for sentence in sentences:
                     self._speech.put_nowait((self._epoch, event.turn_id, sentence, self.handle.session.state.language))
             elif isinstance(event, BotMessage):
+                if event.turn_id in self._turn_marks:
+                    self._turn_marks[event.turn_id].setdefault("message", time.monotonic())
                 for sentence in self.assembler.flush():
                     self._speech.put_nowait((self._epoch, event.turn_id, sentence, event.language))
                 generated = (event.trace.get("response") or {}).get("used")
@@ -167,6 +172,9 @@ class VoiceCall:
                     marks = self._turn_marks.get(turn_id)
                     if marks is not None and "first_audio" not in marks:
                         marks["first_audio"] = time.monotonic()
+                        self.notify({"type": "first_audio", "turn_id": turn_id,
+                                     "after_end_of_turn_ms": round((marks["first_audio"] - marks["end_of_turn"]) * 1000, 1),
+                                     "tts_first_chunk_ms": round((marks["first_audio"] - marks.get("message", marks["first_audio"])) * 1000, 1)})
                     self.track.enqueue(self.outbound.array(chunk, rate), sentence)
             except asyncio.CancelledError:
                 raise

@@ -24,9 +24,11 @@ class Transcription:
 class SpeechRecognizer(Protocol):
     name: str
 
-    async def transcribe(self, audio: np.ndarray, language: str | None = None, allowed_languages: list[str] | None = None) -> Transcription:
+    async def transcribe(self, audio: np.ndarray, language: str | None = None, allowed_languages: list[str] | None = None,
+                         prior_language: str | None = None) -> Transcription:
         """Transcribe 16 kHz float32 mono audio. ``language`` forces the language (faster);
-        otherwise it is detected, restricted to ``allowed_languages`` when given."""
+        otherwise it is detected, restricted to ``allowed_languages`` when given, and
+        ``prior_language`` (the conversation's) wins unless detection is sure of another."""
         ...
 
     def close(self) -> None: ...
