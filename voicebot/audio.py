@@ -39,6 +39,38 @@ def int16_to_float(samples: np.ndarray) -> np.ndarray:
     return samples.astype(np.float32) / 32768.0
 
 
+class PacedAudioTrack(MediaStreamTrack):
+    """An outbound audio track in 20 ms frames at 48 kHz, paced by the wall clock (no bursts, no
+    gaps); subclasses say what each frame holds."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._start: float | None = None
+        self._sent = 0
+
+    def _next_samples(self) -> np.ndarray:
+        raise NotImplementedError
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            wait = self._start + self._sent / OUT_RATE - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        samples = self._next_samples()
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = OUT_RATE
+        frame.pts = self._sent
+        frame.time_base = fractions.Fraction(1, OUT_RATE)
+        self._sent += FRAME_SAMPLES_OUT
+        return frame
+
+
 @dataclass
 class _Segment:
     samples: np.ndarray
@@ -46,20 +78,16 @@ class _Segment:
     played: int = 0
 
 
-class BotAudioTrack(MediaStreamTrack):
+class BotAudioTrack(PacedAudioTrack):
     """The bot's voice: queued speech in 20 ms frames, silence when there is none.
 
     Frames are paced by the wall clock, so the peer hears no gaps while the bot speaks. ``flush``
     (barge-in) drops everything queued at once and reports what was actually heard.
     """
 
-    kind = "audio"
-
     def __init__(self) -> None:
         super().__init__()
         self._segments: deque[_Segment] = deque()
-        self._start: float | None = None
-        self._sent = 0
         self.delivered: list[str] = []  # labels (sentences) fully played since the last reset
         self.on_speaking_changed: list = []  # callbacks(bool)
         self._speaking = False
@@ -110,20 +138,3 @@ class BotAudioTrack(MediaStreamTrack):
         if not self._segments:
             self._set_speaking(False)
         return out
-
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        else:
-            wait = self._start + self._sent / OUT_RATE - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        samples = self._next_samples()
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = OUT_RATE
-        frame.pts = self._sent
-        frame.time_base = fractions.Fraction(1, OUT_RATE)
-        self._sent += FRAME_SAMPLES_OUT
-        return frame

@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import av
 import httpx
 import numpy as np
 import soundfile
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from voicebot.audio import FRAME_SAMPLES_OUT, OUT_RATE, Resampler
+from voicebot.audio import FRAME_SAMPLES_OUT, OUT_RATE, PacedAudioTrack, Resampler
 
 SILENCE_DBFS = -40.0
 
@@ -40,17 +38,12 @@ def load_wav_48k(path: Path) -> np.ndarray:
     return Resampler(OUT_RATE).array(data.mean(axis=1).astype(np.int16), rate)
 
 
-class SpeechTrack(MediaStreamTrack):
+class SpeechTrack(PacedAudioTrack):
     """Plays scripted audio segments (with pauses) in paced 20 ms frames, then silence."""
-
-    kind = "audio"
 
     def __init__(self) -> None:
         super().__init__()
-        self._queue: list[np.ndarray] = []
         self._buffer = np.zeros(0, dtype=np.int16)
-        self._start: float | None = None
-        self._sent = 0
         self.last_voiced_at: float | None = None
         self.idle = asyncio.Event()
         self.idle.set()
@@ -59,15 +52,7 @@ class SpeechTrack(MediaStreamTrack):
         self._buffer = np.concatenate([self._buffer, samples_48k.astype(np.int16)])
         self.idle.clear()
 
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        else:
-            wait = self._start + self._sent / OUT_RATE - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+    def _next_samples(self) -> np.ndarray:
         chunk = np.zeros(FRAME_SAMPLES_OUT, dtype=np.int16)
         take = min(FRAME_SAMPLES_OUT, len(self._buffer))
         chunk[:take] = self._buffer[:take]
@@ -76,10 +61,7 @@ class SpeechTrack(MediaStreamTrack):
             self.last_voiced_at = time.monotonic()
         if not len(self._buffer):
             self.idle.set()
-        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate, frame.pts, frame.time_base = OUT_RATE, self._sent, fractions.Fraction(1, OUT_RATE)
-        self._sent += FRAME_SAMPLES_OUT
-        return frame
+        return chunk
 
 
 @dataclass
