@@ -132,6 +132,12 @@ async def test_barge_in_stops_the_bot_and_backchannels_do_not(voice_server, voic
         frames_before = len(caller.recording.audio_16k)
         await caller.say(await speak(voices, "Wait, stop, I want to talk to a human agent please.", "en"))
         interrupted = (await caller.wait_for("interrupted", timeout=30))[0]
+        cut_at = len(caller.recording.audio_16k)
+        await asyncio.sleep(0.8)
+        # After the cut (allowing 200 ms of frames already in flight) the bot is silent until it
+        # has recognised the interruption and answers it.
+        after_cut = caller.recording.audio_16k[cut_at + 10: cut_at + 35]
+        assert after_cut and all(dbfs(frame) < SILENCE_DBFS for frame in after_cut)
         assert interrupted["delivered"]  # what the caller really heard of the steps
         assert "1." in interrupted["delivered"] or "router" in interrupted["delivered"].lower()
         await caller.wait_for("bot_message", count=3, timeout=60)
@@ -236,3 +242,17 @@ async def test_command_line_caller_prints_both_sides_and_latency(voice_server, v
     assert "you: " in result.stdout and "PayPal" in result.stdout and "voice-to-voice latency:" in result.stdout
     audio, rate = soundfile.read(str(reply))
     assert rate == 16_000 and np.abs(audio).max() > 0.05
+
+
+def test_spoken_language_id_keeps_short_utterances_and_follows_real_switches() -> None:
+    from voicebot.pipelines.lid.spoken import decide_spoken_language
+
+    languages = ["en", "zh", "es", "de", "fr"]
+    short = decide_spoken_language({"de": 0.9, "en": 0.1}, {"de": 0.8, "en": 0.2}, "Ja", 0.4, "en", languages)
+    assert (short.language, short.switched) == ("en", False) and "too short" in short.reason
+    real = decide_spoken_language({"de": 0.92, "en": 0.05}, {"de": 0.9}, "Ich habe mein Passwort vergessen", 2.1, "en", languages)
+    assert (real.language, real.switched) == ("de", True)
+    unsure = decide_spoken_language({"de": 0.5, "en": 0.45}, {"de": 0.4, "en": 0.6}, "Das ist eine Frage zum Versand", 2.0, "en", languages)
+    assert unsure.language == "en" and not unsure.switched
+    taiwan = decide_spoken_language({"zh-tw": 0.95}, {"zh": 0.95}, "我想查詢訂單的狀態可以嗎", 2.0, "en", languages)
+    assert taiwan.language == "zh" and taiwan.switched
