@@ -31,7 +31,7 @@ class TurnTakingOptions(BaseModel):
     speculative_after_ms: int = Field(224, ge=0, description="silence after which recognition starts early, in case the turn is ending")
     max_utterance_s: float = Field(20.0, gt=0, description="a turn is cut here even if the caller keeps talking")
     barge_in_min_speech_ms: int = Field(600, ge=0, description="speech over the bot this long interrupts it; 'mm', 'ok' are shorter")
-    pre_speech_ms: int = Field(192, ge=0, description="audio kept from before speech started (soft onsets)")
+    pre_speech_ms: int = Field(480, ge=0, description="audio kept from before speech started: soft onsets, VAD flicker at the first syllable")
 
 
 class TurnEvent(Enum):
