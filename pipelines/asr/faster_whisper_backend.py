@@ -26,17 +26,17 @@ Language codes: callers speak the project's codes (``zh``, ``zh-tw``, ``en``...)
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from voicebot.batching import Batcher, BatchItem
 from voicebot.pipelines.asr.base import SAMPLE_RATE, Transcription
+from voicebot.pipelines.asr.batched import AsrRequest, BatchedWhisper, caller_code, whisper_code
+
+__all__ = ["FasterWhisperRecognizer", "whisper_code"]
 
 log = logging.getLogger(__name__)
 
@@ -46,87 +46,10 @@ _MIN_NEW_TOKENS = 16
 _NO_SPEECH_THRESHOLD = 0.6  # Whisper's own rule: silent if no-speech is likely *and* the text is unlikely
 _LOGPROB_THRESHOLD = -1.0
 _COMPRESSION_RATIO_THRESHOLD = 2.4  # Whisper's default: above it the text is too repetitive to trust
-_CHINESE_ALIASES = {"zh", "zh-cn", "zh-tw", "zh-hk", "zh-sg", "zh-hans", "zh-hant", "cmn"}
-
-
-def whisper_code(code: str) -> str:
-    """The Whisper language code for a project language code (``zh-tw`` -> ``zh``, ``en-US`` -> ``en``)."""
-    code = code.strip().lower().replace("_", "-")
-    if code in _CHINESE_ALIASES or code.startswith("zh-"):
-        return "zh"
-    if code in ("iw",):
-        return "he"
-    return code.split("-", 1)[0]
-
-
-def _caller_code(whisper_language: str, allowed: Sequence[str] | None) -> str:
-    """Map a Whisper code back to the caller's own code (first allowed code that maps to it)."""
-    if allowed:
-        for code in allowed:
-            if whisper_code(code) == whisper_language:
-                return code
-    return whisper_language
-
-
-def prepare_audio(audio: np.ndarray) -> np.ndarray:
-    """Validate and normalise pipeline audio: 1-D float32 at 16 kHz, finite, within [-1, 1]."""
-    array = np.asarray(audio)
-    if array.ndim == 2 and 1 in array.shape:
-        array = array.reshape(-1)
-    if array.ndim != 1:
-        raise ValueError(f"audio must be mono (1-D), got shape {array.shape}")
-    if array.dtype.kind == "i":  # int16 PCM handed in by mistake: scale rather than clip
-        array = array.astype(np.float32) / float(np.iinfo(array.dtype).max)
-    array = array.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(array)):
-        raise ValueError("audio contains NaN or infinite samples")
-    return np.clip(array, -1.0, 1.0)
 
 
 # Detection must be at least this sure to decode in another language than the call's.
 PRIOR_OVERRIDE = 0.8
-
-@dataclass(frozen=True)
-class _Request:
-    audio: np.ndarray
-    language: str | None  # Whisper code when forced
-    allowed: tuple[str, ...] | None  # caller codes
-    caller_language: str | None
-    prior: str | None = None  # the conversation's language: decoded in unless detection is sure
-
-
-class PerLoopBatcher:
-    """A :class:`Batcher` for whichever event loop is running: a batcher's queue belongs to one
-    loop, and a recogniser (loaded once per process) may outlive a loop (tests, CLI runs)."""
-
-    def __init__(self, runner, *, max_batch: int, max_wait_s: float, name: str) -> None:  # noqa: ANN001
-        self._runner, self._max_batch, self._max_wait_s, self._name = runner, max_batch, max_wait_s, name
-        self._batcher: Batcher | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def get(self) -> Batcher:
-        loop = asyncio.get_running_loop()
-        if self._batcher is None or self._loop is not loop:
-            self._batcher = Batcher(self._runner, max_batch=self._max_batch, max_wait_s=self._max_wait_s, name=self._name)
-            self._loop = loop
-        return self._batcher
-
-    @property
-    def stats(self):  # noqa: ANN201 - BatcherStats | None
-        return self._batcher.stats if self._batcher is not None else None
-
-    def close(self) -> None:
-        """Stop the worker from any thread; queued callers of a closed loop are gone with it."""
-        batcher, loop, self._batcher, self._loop = self._batcher, self._loop, None, None
-        worker = batcher._worker if batcher is not None else None
-        if worker is not None and not worker.done() and loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(worker.cancel)
-
-    async def aclose(self) -> None:
-        batcher, self._batcher, self._loop = self._batcher, None, None
-        if batcher is not None:
-            await batcher.close()
-
 
 @dataclass
 class _Decoded:
@@ -157,7 +80,7 @@ def _resolve_device(device: str, compute_type: str) -> tuple[str, str]:
     return device, compute_type
 
 
-class FasterWhisperRecognizer:
+class FasterWhisperRecognizer(BatchedWhisper):
     """A :class:`~voicebot.pipelines.asr.base.SpeechRecognizer` on faster-whisper, shared by all sessions.
 
     ``model`` is ``"base"`` (bundled multilingual Whisper base), ``"tiny.en"`` (bundled, English
@@ -199,26 +122,9 @@ class FasterWhisperRecognizer:
             vocab = self._model.hf_tokenizer
             self.languages = frozenset(code for code in self.languages if vocab.token_to_id(f"<|{code}|>") is not None)
         self._tokenizers: dict[str | None, object] = {}
-        self._lock = threading.Lock()  # one forward pass at a time: the batch worker, transcribe_many, loops
-        self._batcher = PerLoopBatcher(self._run_batch, max_batch=max_batch, max_wait_s=max_wait_s, name=self.name)
+        self._start_batching(max_batch, max_wait_s)
 
     # ------------------------------------------------------------------ public API
-
-    async def transcribe(self, audio: np.ndarray, language: str | None = None, allowed_languages: list[str] | None = None,
-                         prior_language: str | None = None) -> Transcription:
-        """Transcribe one utterance; concurrent calls from many sessions share batches.
-
-        ``prior_language`` (the call's current language) is decoded in unless detection gives
-        another language at least ``PRIOR_OVERRIDE`` probability: Whisper's detection is shaky
-        on short or synthetic speech, while a caller who really switches is detected clearly.
-        The probabilities are reported either way, for spoken-language ID."""
-        request = self._request(audio, language, allowed_languages)
-        if prior_language and not language:
-            request = replace(request, prior=prior_language)
-        if request.audio.size == 0:
-            return Transcription("", request.caller_language, 1.0 if request.caller_language else 0.0,
-                                 {request.caller_language: 1.0} if request.caller_language else {}, 0.0, self.name, 0.0)
-        return await self._batcher.get().submit(request)
 
     def transcribe_many(self, requests: Sequence[tuple[np.ndarray, str | None, list[str] | None]]) -> list[Transcription]:
         """Synchronous batch entry point (benchmarks, offline jobs): one forward pass for all."""
@@ -231,38 +137,6 @@ class FasterWhisperRecognizer:
             out.append(result)
         return out
 
-    @property
-    def batch_stats(self):  # noqa: ANN201 - BatcherStats | None
-        return self._batcher.stats
-
-    def close(self) -> None:
-        """Stop the batch worker and release the model."""
-        self._batcher.close()
-        self._model = None  # type: ignore[assignment]
-
-    async def aclose(self) -> None:
-        await self._batcher.aclose()
-        self.close()
-
-    # ------------------------------------------------------------------ internals
-
-    def _request(self, audio: np.ndarray, language: str | None, allowed: list[str] | None) -> _Request:
-        if self._model is None:
-            raise RuntimeError(f"{self.name} is closed")
-        array = prepare_audio(audio)
-        forced = None
-        if language:
-            forced = whisper_code(language)
-            if forced not in self.languages:
-                raise ValueError(f"{self.name} cannot recognise language {language!r}"
-                                 + ("" if self.multilingual else " (English-only model)"))
-        allowed_tuple = None
-        if allowed:
-            allowed_tuple = tuple(code for code in allowed if whisper_code(code) in self.languages)
-            if not allowed_tuple:
-                raise ValueError(f"{self.name} knows none of the allowed languages {list(allowed)}")
-        return _Request(array, forced, allowed_tuple, language)
-
     def _tokenizer(self, language: str | None):  # noqa: ANN202 - faster_whisper.tokenizer.Tokenizer
         key = language if self.multilingual else None
         if key not in self._tokenizers:
@@ -270,14 +144,6 @@ class FasterWhisperRecognizer:
 
             self._tokenizers[key] = Tokenizer(self._model.hf_tokenizer, self.multilingual, task="transcribe", language=key or "en")
         return self._tokenizers[key]
-
-    def _run_batch(self, items: Sequence[BatchItem[_Request]]) -> list[Transcription | BaseException | None]:
-        """The batcher's runner (in a worker thread). Items cancelled meanwhile are left out."""
-        live = [i for i, item in enumerate(items) if not item.cancelled]
-        results: list[Transcription | BaseException | None] = [None] * len(items)
-        for index, result in zip(live, self._run_requests([items[i].payload for i in live]), strict=True):
-            results[index] = result
-        return results
 
     def _features(self, audio: np.ndarray) -> np.ndarray:
         from faster_whisper.audio import pad_or_trim
@@ -288,13 +154,7 @@ class FasterWhisperRecognizer:
         features = features[:, : max(features.shape[-1] - 1, 1)]  # the last frame is padding (as faster-whisper does)
         return pad_or_trim(features, extractor.nb_max_frames)
 
-    def _run_requests(self, requests: Sequence[_Request]) -> list[Transcription | BaseException]:
-        if not requests:
-            return []
-        with self._lock:
-            return self._run_locked(requests)
-
-    def _run_locked(self, requests: Sequence[_Request]) -> list[Transcription | BaseException]:
+    def _run_locked(self, requests: Sequence[AsrRequest]) -> list[Transcription | BaseException]:
         started = time.perf_counter()
         model = self._model
         features = np.stack([self._features(request.audio) for request in requests])
@@ -362,7 +222,7 @@ class FasterWhisperRecognizer:
         results: list[Transcription | BaseException] = []
         for i, request in enumerate(requests):
             code = languages[i]
-            caller_language = request.caller_language or _caller_code(code, request.allowed)
+            caller_language = request.caller_language or caller_code(code, request.allowed)
             probability = probabilities[i].get(caller_language, 1.0 if request.language else 0.0)
             try:
                 text = self._transcribe_long(request.audio, code) if durations[i] > _WINDOW_S else decoded[i].text

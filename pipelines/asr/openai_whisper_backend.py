@@ -20,16 +20,12 @@ than 30 s go through ``whisper.transcribe`` on their own.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from voicebot.batching import BatchItem
 from voicebot.pipelines.asr.base import SAMPLE_RATE, Transcription
-from voicebot.pipelines.asr.faster_whisper_backend import PerLoopBatcher, _caller_code, _Request, prepare_audio, whisper_code
+from voicebot.pipelines.asr.batched import AsrRequest, BatchedWhisper, caller_code, whisper_code
 
 _WINDOW_S = 30.0
 _TOKENS_PER_S = 20
@@ -65,7 +61,7 @@ def _checkpoint(model: str, download_root: str | None) -> str:
     raise ModelNotAvailable(f"openai-whisper model {model!r} is neither a .pt checkpoint file nor one of {whisper.available_models()}")
 
 
-class OpenAIWhisperRecognizer:
+class OpenAIWhisperRecognizer(BatchedWhisper):
     """A :class:`~voicebot.pipelines.asr.base.SpeechRecognizer` on openai-whisper (PyTorch), shared by all sessions."""
 
     def __init__(self, model: str = "base", device: str = "auto", beam_size: int = 1, max_batch: int = 8, max_wait_s: float = 0.01,
@@ -86,59 +82,13 @@ class OpenAIWhisperRecognizer:
         self.multilingual = bool(self._model.is_multilingual)
         self._tokenizer = whisper.tokenizer.get_tokenizer(self.multilingual, num_languages=self._model.num_languages, task="transcribe")
         self.languages = frozenset(self._tokenizer.all_language_codes) if self.multilingual else frozenset({"en"})
-        self._lock = threading.Lock()  # one forward pass at a time, whichever loop's batch worker asks
-        self._batcher = PerLoopBatcher(self._run_batch, max_batch=max_batch, max_wait_s=max_wait_s, name=self.name)
+        self._start_batching(max_batch, max_wait_s)
 
-    async def transcribe(self, audio: np.ndarray, language: str | None = None, allowed_languages: list[str] | None = None,
-                         prior_language: str | None = None) -> Transcription:
-        """``prior_language`` is accepted for the protocol; here detection alone picks the language."""
-        request = self._request(audio, language, allowed_languages)
-        if request.audio.size == 0:
-            return Transcription("", request.caller_language, 1.0 if request.caller_language else 0.0,
-                                 {request.caller_language: 1.0} if request.caller_language else {}, 0.0, self.name, 0.0)
-        return await self._batcher.get().submit(request)
-
-    @property
-    def batch_stats(self):  # noqa: ANN201 - BatcherStats | None
-        return self._batcher.stats
-
-    def close(self) -> None:
-        self._batcher.close()
-        self._model = None  # type: ignore[assignment]
-
-    async def aclose(self) -> None:
-        await self._batcher.aclose()
-        self.close()
-
-    # ------------------------------------------------------------------ internals
-
-    def _request(self, audio: np.ndarray, language: str | None, allowed: list[str] | None) -> _Request:
-        if self._model is None:
-            raise RuntimeError(f"{self.name} is closed")
-        array = prepare_audio(audio)
-        forced = whisper_code(language) if language else None
-        if forced is not None and forced not in self.languages:
-            raise ValueError(f"{self.name} cannot recognise language {language!r}")
-        allowed_tuple = tuple(code for code in allowed if whisper_code(code) in self.languages) if allowed else None
-        if allowed and not allowed_tuple:
-            raise ValueError(f"{self.name} knows none of the allowed languages {list(allowed)}")
-        return _Request(array, forced, allowed_tuple, language)
-
-    def _run_batch(self, items: Sequence[BatchItem[_Request]]) -> list[Transcription | BaseException | None]:
-        live = [i for i, item in enumerate(items) if not item.cancelled]
-        results: list[Transcription | BaseException | None] = [None] * len(items)
-        with self._lock:
-            done = self._run_requests([items[i].payload for i in live])
-        for index, result in zip(live, done, strict=True):
-            results[index] = result
-        return results
-
-    def _run_requests(self, requests: Sequence[_Request]) -> list[Transcription | BaseException]:
+    def _run_locked(self, requests: Sequence[AsrRequest]) -> list[Transcription | BaseException]:
+        """One forward pass for a batch; ``prior_language`` is not used here (detection decides)."""
         import torch
         import whisper
 
-        if not requests:
-            return []
         started = time.perf_counter()
         model = self._model
         dtype = torch.float16 if self.fp16 else torch.float32
@@ -212,7 +162,7 @@ class OpenAIWhisperRecognizer:
             if isinstance(text, BaseException):
                 results.append(text)
                 continue
-            caller_language = request.caller_language or _caller_code(languages[i], request.allowed)
+            caller_language = request.caller_language or caller_code(languages[i], request.allowed)
             results.append(Transcription(
                 text=text,
                 language=caller_language,
