@@ -41,7 +41,7 @@ async def test_one_failing_request_does_not_fail_its_batch_mates() -> None:
         return [item.payload + 1 for item in items]
 
     batcher: Batcher[int, int] = Batcher(run, max_batch=8, max_wait_s=0.05)
-    results = await asyncio.gather(*(batcher.submit(i) for i in [1, 2, -3, 4, 5]), return_exceptions=True)
+    results = await asyncio.wait_for(asyncio.gather(*(batcher.submit(i) for i in [1, 2, -3, 4, 5]), return_exceptions=True), timeout=10)
     assert results[:2] == [2, 3] and results[3:] == [5, 6]
     assert isinstance(results[2], ValueError)
     assert batcher.stats.failed == 1

@@ -119,7 +119,12 @@ class Batcher(Generic[Req, Res]):
             self.stats.batches += 1
             self.stats.items += len(batch)
             self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(batch))
-            await self._run_isolated(batch)
+            try:
+                await self._run_isolated(batch)
+            except Exception as exc:  # a bug here must fail these callers, not leave every later one waiting
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
 
     async def _call_runner(self, batch: Sequence[BatchItem[Req]]) -> Sequence[Res | BaseException]:
         if self._async_runner:
