@@ -7,6 +7,10 @@ out by default. Personal data is redacted in input and target alike (the same va
 placeholder in both, so the model learns to copy placeholders, not to invent contact details), and
 conversations are named only by a hash of their id.
 
+A database written with encryption at rest is read with the same keys as the server
+(``ExportOptions.cipher``); transcripts already redacted when they were stored keep their
+placeholders, and the report counts every placeholder in what it wrote, masked then or now.
+
 Reads the SQLite file directly and read-only, so it works while the server runs (WAL) and needs
 none of the runtime.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -24,7 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from voicebot.dialogue.grounding import PromptFields, build_prompt
+from voicebot.privacy.crypto import TextCipher
 from voicebot.privacy.redaction import redact_many
+
+BUILT_IN_KINDS = ("email", "phone", "card", "iban")
 
 
 @dataclass
@@ -32,6 +40,8 @@ class ExportOptions:
     min_turn_rating: int = 0  # rated turns below this are left out; -1 keeps every rated turn
     include_unrated: bool = True
     extra_patterns: Mapping[str, str] = field(default_factory=dict)
+    cipher: TextCipher | None = None  # the server's keys (privacy.*) when its data is encrypted
+    stored_pattern_names: tuple[str, ...] = ()  # privacy.extra_patterns names: their placeholders count too
 
 
 @dataclass
@@ -68,7 +78,9 @@ def export_dataset(db_path: Path, out: Path, options: ExportOptions | None = Non
 
 
 def iter_examples(db_path: Path, options: ExportOptions, report: ExportReport) -> Iterator[dict[str, Any]]:
-    for row in _bot_turns(db_path):
+    kinds = {*BUILT_IN_KINDS, *options.extra_patterns, *options.stored_pattern_names}
+    placeholder = re.compile("<(" + "|".join(sorted(re.escape(kind.upper()) for kind in kinds)) + ")>")
+    for row in _bot_turns(db_path, options.cipher or TextCipher([], "no key (export-dataset reads the server's privacy.* keys)")):
         report.bot_turns += 1
         fields_data = (row["trace"].get("response") or {}).get("prompt_fields")
         if not fields_data:
@@ -82,8 +94,8 @@ def iter_examples(db_path: Path, options: ExportOptions, report: ExportReport) -
             report.skipped[f"rated {rating}"] += 1
             continue
         fields = PromptFields.from_dict(fields_data)
-        (prompt, target), findings = redact_many([build_prompt(fields), row["bot_text"]], options.extra_patterns)
-        report.redactions.update(f.kind for found in findings for f in found)
+        (prompt, target), _ = redact_many([build_prompt(fields), row["bot_text"]], options.extra_patterns)
+        report.redactions.update(match.lower() for text in (prompt, target) for match in placeholder.findall(text))
         report.written += 1
         report.conversations.add(row["conversation_id"])
         yield {
@@ -93,7 +105,7 @@ def iter_examples(db_path: Path, options: ExportOptions, report: ExportReport) -
         }
 
 
-def _bot_turns(db_path: Path) -> Iterator[dict[str, Any]]:
+def _bot_turns(db_path: Path, cipher: TextCipher) -> Iterator[dict[str, Any]]:
     if not db_path.is_file():
         raise FileNotFoundError(f"no conversation database at {db_path}")
     db = _connect_read_only(db_path)
@@ -108,7 +120,8 @@ def _bot_turns(db_path: Path) -> Iterator[dict[str, Any]]:
         keys = ("conversation_id", "bot_text", "language", "intent", "path", "trace", "turn_rating", "conversation_rating")
         for values in rows:
             row = dict(zip(keys, values, strict=True))
-            row["trace"] = json.loads(row["trace"])
+            row["bot_text"] = cipher.decrypt(row["bot_text"])
+            row["trace"] = json.loads(cipher.decrypt(row["trace"]))
             yield row
     finally:
         db.close()
