@@ -27,11 +27,14 @@ class _OrderService(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _OrderService.calls.append(body)
-        if body["slots"]["order_id"] == "99999":
+        if body["action"] == "lookup_order" and body["slots"]["order_id"] == "99999":
             self.send_response(500)
             self.end_headers()
             return
-        reply = {"outcome": "found", "order_id": body["slots"]["order_id"], "item": "Webhook Phone", "status": "shipped", "eta": "2027-01-02"}
+        if body["action"] == "verify_order_owner":
+            reply = {"outcome": "verified" if body["slots"].get("email") == "customer@example.com" else "not_verified"}
+        else:
+            reply = {"outcome": "found", "order_id": body["slots"]["order_id"], "item": "Webhook Phone", "status": "shipped", "eta": "2027-01-02"}
         payload = json.dumps(reply).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -62,17 +65,23 @@ async def converse(engine: DialogueEngine, state: DialogueState, text: str) -> t
 async def test_webhook_action_answers_from_the_integrators_service(tmp_path: Path, order_service: str) -> None:
     domain = tmp_path / "domain"
     shutil.copytree(demo_domain_dir(), domain)
-    text = (domain / "domain.yaml").read_text().replace(
-        'lookup_order: {python: "actions.py:lookup_order"}', f'lookup_order: {{webhook: "{order_service}", timeout_s: 3}}'
-    )
+    text = (domain / "domain.yaml").read_text()
+    for action in ("lookup_order", "verify_order_owner"):  # the identity check can be a webhook too
+        text = text.replace(f'{action}: {{python: "actions.py:{action}"}}', f'{action}: {{webhook: "{order_service}", timeout_s: 3}}')
     (domain / "domain.yaml").write_text(text)
     engine = DialogueEngine.from_folder(domain, NluSettings(), LanguageSettings(), tmp_path / "data")
     state = engine.new_state("en")
-    reply, trace = await converse(engine, state, "where is my order 13579?")
+    asked, trace = await converse(engine, state, "where is my order 13579?")
+    assert "Webhook Phone" not in asked and trace["identification"]["result"] == "ask"
+    reply, trace = await converse(engine, state, "customer@example.com")
     assert "Webhook Phone" in reply and "2027-01-02" in reply and trace["action"]["outcome"] == "found"
+    # The check gets the order id and the contact; the lookup only the order id.
+    assert _OrderService.calls[-2] == {"action": "verify_order_owner", "slots": {"order_id": "13579", "email": "customer@example.com"},
+                                       "language": "en", "session_id": "test-session"}
     assert _OrderService.calls[-1] == {"action": "lookup_order", "slots": {"order_id": "13579"}, "language": "en", "session_id": "test-session"}
     # The service fails: a polite answer in the user's language, and the conversation goes on.
-    failed, trace = await converse(engine, state, "and order 99999?")
+    await converse(engine, state, "and order 99999?")
+    failed, trace = await converse(engine, state, "customer@example.com")
     assert trace["response"]["path"] == "error" and "500" in trace["action"]["error"]
     assert "something went wrong" in failed.lower()
     after, _ = await converse(engine, state, "what is your refund policy?")
@@ -108,7 +117,12 @@ async def test_replies_fall_back_along_the_locale_chain(engine: DialogueEngine) 
 async def test_cancelling_an_unknown_order_asks_again_instead_of_confirming(engine: DialogueEngine) -> None:
     state = engine.new_state("en")
     reply, trace = await converse(engine, state, "please cancel my order 10101")
-    assert trace["action"] == {"name": "lookup_order", "outcome": "not_found"}
-    assert state.requested_slot == "order_id" and state.awaiting_confirmation is None
+    assert trace["identification"]["result"] == "ask" and state.awaiting_confirmation is None
+    # An unknown order fails identification like someone else's order: no confirmation, no lookup.
+    reply, trace = await converse(engine, state, "it's john.smith@example.com")
+    assert trace["identification"]["result"] == "refused" and trace["action"] is None
+    assert state.identifying == "cancel_order" and state.awaiting_confirmation is None
     reply, trace = await converse(engine, state, "sorry, it is 67890")
-    assert "67890" in reply and state.awaiting_confirmation == "cancel_order"
+    assert "67890" in reply and trace["identification"]["result"] == "ask"
+    reply, trace = await converse(engine, state, "john.smith@example.com")
+    assert "67890" in reply and "Galaxy S25" in reply and state.awaiting_confirmation == "cancel_order"

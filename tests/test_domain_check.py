@@ -62,3 +62,22 @@ def test_serve_refuses_a_broken_domain_with_a_clear_message(tmp_path: Path) -> N
     result = subprocess.run([sys.executable, "-m", "voicebot", "chat", "--domain", str(broken), "--data-dir", str(tmp_path / "d")],
                             input="hi\n", capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "default_language 'xx' is not in languages" in result.stderr
+
+
+def test_identification_keys_are_checked_with_file_and_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(demo_domain_dir(), broken)
+    domain_yaml = broken / "domain.yaml"
+    lines = domain_yaml.read_text().splitlines()
+    status = next(i for i, line in enumerate(lines) if line.strip().startswith("identify:"))
+    lines[status] = "    identify: {any_of: [email, fax], check: verify_owner}"
+    domain_yaml.write_text("\n".join(lines) + "\n")
+    zh = broken / "responses" / "zh.yaml"
+    zh.write_text("\n".join(line for line in zh.read_text().splitlines() if not line.strip().startswith("identify_refused:")) + "\n")
+
+    result = run_check(broken)
+    assert result.returncode == 1
+    out = result.stdout
+    assert f"domain.yaml:{status + 1}: error: flow 'order_status' identifies with slot 'fax', which is not defined under slots" in out
+    assert f"domain.yaml:{status + 1}: error: flow 'order_status' checks identity with action 'verify_owner'" in out
+    assert "responses/zh.yaml" in out and "'identify_refused' is missing in zh" in out

@@ -37,8 +37,17 @@ class DialogueState:
     sentiment_trend: float = 0.0
     failed_turns: int = 0
     handed_off: bool = False
+    handoff_offered: bool = False  # the bot's last words offered a human (after an error): "yes" accepts
     turn_count: int = 0
     history: list[HistoryEntry] = field(default_factory=list)
+    # Identification (flows with `identify`): a customer identity the integrator's backend already
+    # verified (slot name -> value, e.g. email/phone), the subject values this session proved it
+    # owns (slot -> values, e.g. order_id -> ["12345"]), the flow waiting for a contact, and the
+    # failed checks so far, counted per session so interleaving orders cannot reset it.
+    identity: dict[str, str] | None = None
+    verified: dict[str, list[str]] = field(default_factory=dict)
+    identifying: str | None = None
+    identify_failures: int = 0
 
     def slot_value(self, name: str) -> str | None:
         slot = self.slots.get(name)
@@ -64,6 +73,7 @@ class Session:
     channel: str
     state: DialogueState
     user_id: str | None = None
+    tenant: str = "default"
 
     @staticmethod
     def new_id() -> str:

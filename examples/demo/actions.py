@@ -6,6 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 from voicebot.dialogue.actions import ActionContext
+from voicebot.dialogue.contacts import same_email, same_phone
+
+
+def verify_order_owner(ctx: ActionContext) -> dict[str, Any]:
+    """Does the email or phone given belong to the order? One answer for "no such order" and
+    "not yours", and nothing about the order in it, so the check cannot be used to probe ids."""
+    row = ctx.query_one("SELECT customer_email, customer_phone FROM demo_orders WHERE order_id = ?", (ctx.slots["order_id"],))
+    owner = row is not None and (
+        same_email(ctx.slots.get("email"), row["customer_email"]) or same_phone(ctx.slots.get("phone"), row["customer_phone"])
+    )
+    return {"outcome": "verified" if owner else "not_verified"}
 
 
 def lookup_order(ctx: ActionContext) -> dict[str, Any]:
@@ -31,8 +42,10 @@ def troubleshoot_internet(ctx: ActionContext) -> dict[str, Any]:
 
 
 def send_password_reset(ctx: ActionContext) -> dict[str, Any]:
+    """Send the link when the account exists; answer the same either way, so nobody can learn
+    from the bot (or its trace) whether an e-mail address has an account here."""
     email = ctx.slots["email"].lower()
-    row = ctx.query_one("SELECT email, name FROM demo_accounts WHERE lower(email) = ?", (email,))
-    if row is None:
-        return {"outcome": "unknown_email", "email": email}
-    return {"outcome": "sent", "email": row["email"], "name": row["name"]}
+    account = ctx.query_one("SELECT email FROM demo_accounts WHERE lower(email) = ?", (email,))
+    if account is not None:  # the mailer (not part of the demo) sends what is queued here
+        ctx.execute("INSERT INTO demo_password_resets (email) VALUES (?)", (account["email"],))
+    return {"outcome": "sent", "email": email}

@@ -26,3 +26,8 @@ INSERT OR IGNORE INTO demo_accounts VALUES
     ('jean.dupont@example.com', 'Jean Dupont'),
     ('john.smith@example.com', 'John Smith'),
     ('chen.jing@example.com', 'Chen Jing');
+-- Password-reset e-mails waiting for the mailer.
+CREATE TABLE IF NOT EXISTS demo_password_resets (
+    email TEXT NOT NULL,
+    requested_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+);

@@ -13,7 +13,9 @@ from voicebot.dialogue.domain import DomainSpec
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 # International or national numbers with separators; at least 8 digits in all (checked below).
-PHONE = re.compile(r"(?<![\w+])\+?\d[\d\s().-]{6,}\d(?!\w)")
+# The edges are ASCII letters/digits, not \w: in "我的手机号是13800138000" the number touches
+# Chinese characters, which \w counts as word characters.
+PHONE = re.compile(r"(?<![A-Za-z0-9_+])\+?\d[\d\s().-]{6,}\d(?![A-Za-z0-9_])")
 DATE = re.compile(
     r"(?<!\d)(\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}|\d{4}年\d{1,2}月\d{1,2}日)(?!\d)"
 )

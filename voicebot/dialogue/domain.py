@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from voicebot.dialogue.yamlsource import DomainFileError, YamlDoc, load_yaml
 
 MIN_EXAMPLES_PER_INTENT = 15
+# Responses a flow with `identify` needs; `<key>_<flow>` overrides `<key>` for one flow.
+IDENTIFY_RESPONSES = ("identify_ask", "identify_refused", "identify_failed")
 
 
 class _Strict(BaseModel):
@@ -44,11 +46,28 @@ class SlotSpec(_Strict):
         return value
 
 
+class IdentifySpec(_Strict):
+    """Who may see a flow's data: the customer proves ownership of ``subject`` (the order id)
+    with one of ``any_of`` (email, phone) before any action or preview reveals anything."""
+
+    any_of: list[str] = Field(min_length=1)
+    check: str  # action that answers outcome "verified" when the contact owns the subject
+    subject: str | None = None  # defaults to the flow's first required slot
+    max_attempts: int = Field(3, ge=1)  # failed checks per session before a human takes over
+
+
 class FlowSpec(_Strict):
     required: list[str] = Field(default_factory=list)
     confirm: bool = False
     preview: str | None = None  # action whose result the confirmation question shows
     action: str | None = None
+    identify: IdentifySpec | None = None
+
+    def identify_subject(self) -> str | None:
+        """The slot whose owner must be identified (the order id), if the flow guards one."""
+        if self.identify is None:
+            return None
+        return self.identify.subject or (self.required[0] if self.required else None)
 
 
 class ActionSpec(_Strict):
@@ -177,6 +196,8 @@ class _Loader:
                 action = getattr(flow, field_name)
                 if action and action not in spec.actions:
                     self.problem(doc, ("flows", name, field_name), f"flow {name!r} calls action {action!r}, which is not defined under actions")
+            if flow.identify is not None:
+                self.check_identify(doc, spec, name, flow)
         for name, slot in spec.slots.items():
             if slot.type == "pattern" and not slot.pattern:
                 self.problem(doc, ("slots", name), f"slot {name!r} of type pattern needs a pattern")
@@ -199,6 +220,26 @@ class _Loader:
                     self.problem(doc, ("actions", name, "python"), f"action {name!r}: {source} does not exist")
                 elif not re.search(rf"^(async\s+)?def\s+{re.escape(function)}\s*\(", source.read_text(encoding="utf-8"), re.M):
                     self.problem(doc, ("actions", name, "python"), f"action {name!r}: no function {function!r} in {file_name}")
+
+    def check_identify(self, doc: YamlDoc, spec: DomainSpec, name: str, flow: FlowSpec) -> None:
+        identify = flow.identify
+        assert identify is not None
+        where = ("flows", name, "identify")
+        for index, slot in enumerate(identify.any_of):
+            if slot not in spec.slots:
+                self.problem(doc, (*where, "any_of", index), f"flow {name!r} identifies with slot {slot!r}, which is not defined under slots")
+            elif slot in flow.required:
+                self.problem(doc, (*where, "any_of", index), f"flow {name!r}: {slot!r} is both required and an identifying slot; list it in one place")
+        if identify.check not in spec.actions:
+            self.problem(doc, (*where, "check"), f"flow {name!r} checks identity with action {identify.check!r}, which is not defined under actions")
+        subject = flow.identify_subject()
+        if subject is None:
+            self.problem(doc, where, f"flow {name!r} identifies the customer but requires no slot to identify them for; add subject or required")
+        elif subject not in flow.required:
+            self.problem(doc, (*where, "subject") if identify.subject else where,
+                         f"flow {name!r}: identification subject {subject!r} must be one of the flow's required slots")
+        elif subject in identify.any_of:
+            self.problem(doc, (*where, "subject"), f"flow {name!r}: {subject!r} cannot identify itself")
 
     def _check_language_field(self, doc: YamlDoc, language: str) -> bool:
         if not isinstance(doc.data, dict):
@@ -295,9 +336,11 @@ class _Loader:
             needed += [f"ask_{slot}" for slot in flow.required]
             if flow.confirm:
                 needed += [f"confirm_{flow_name}", f"{flow_name}_declined"]
+            if flow.identify is not None:
+                needed += [key for key in IDENTIFY_RESPONSES if f"{key}_{flow_name}" not in clean]
         if any(intent.kind == "knowledge" for intent in spec.intents.values()):
             needed.append("kb_answer")
-        for key in needed:
+        for key in dict.fromkeys(needed):
             if key not in clean:
                 self.problem(doc, ("responses",), f"response {key!r} is missing in {language}")
         domain.responses[language] = clean

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,8 +86,28 @@ class DialogueEngine:
         assert domain is not None
         return cls(domain, nlu, language, data_dir)
 
-    def new_state(self, language: str | None = None) -> DialogueState:
-        return DialogueState(language=self.supported_language(language) or self.domain.spec.default_language)
+    def new_state(self, language: str | None = None, identity: Mapping[str, Any] | None = None) -> DialogueState:
+        """A fresh conversation; ``identity`` is a customer the integrator's backend already verified
+        (e.g. the ``customer`` claim of a signed session token: {"email": ..., "phone": ...})."""
+        state = DialogueState(language=self.supported_language(language) or self.domain.spec.default_language)
+        state.identity = self.identity_values(identity)
+        return state
+
+    def identity_values(self, identity: Mapping[str, Any] | None) -> dict[str, str] | None:
+        """Keep the identity's values for slots a flow identifies with, normalised like user input.
+
+        The check action then compares them exactly as it compares what a customer types.
+        """
+        if not identity:
+            return None
+        usable = {slot for flow in self.domain.spec.flows.values() if flow.identify for slot in flow.identify.any_of}
+        values: dict[str, str] = {}
+        for slot, raw in identity.items():
+            if slot not in usable or not isinstance(raw, str | int) or not str(raw).strip():
+                continue
+            found = [e for e in self.extractor.extract(str(raw), self.domain.spec.default_language) if e.slot == slot]
+            values[slot] = found[0].value if found else str(raw).strip()
+        return values or None
 
     def supported_language(self, code: str | None) -> str | None:
         """Map a client's language tag (zh-CN, de-AT, fr) to a language the domain speaks."""
@@ -203,7 +223,10 @@ class DialogueEngine:
                 "slots": {name: slot.__dict__ for name, slot in state.slots.items()},
                 "failed_turns": state.failed_turns,
                 "handed_off": state.handed_off,
+                "identifying": state.identifying,
+                "verified": {slot: list(values) for slot, values in state.verified.items()},
             },
+            "identification": decision.identification,
             "sentiment": {"score": sentiment.score, "trend": state.sentiment_trend, "negative": sentiment.negative, "positive": sentiment.positive},
             "knowledge": decision.knowledge,
             "action": decision.action,

@@ -15,6 +15,7 @@ from typing import Any
 
 from voicebot.dialogue.actions import ActionError, ActionRunner
 from voicebot.dialogue.domain import Domain
+from voicebot.dialogue.identification import GateResult, IdentificationGate
 from voicebot.dialogue.knowledge import KnowledgeBase
 from voicebot.dialogue.locales import Locales
 from voicebot.dialogue.responses import ResponseTemplates
@@ -24,17 +25,23 @@ from voicebot.session import DialogueState
 log = logging.getLogger(__name__)
 
 
+# Replies that end by offering a human ("Would you like me to connect you to an agent?"): a plain
+# "yes" to them hands off.
+OFFERS_HANDOFF = frozenset({"error_internal", "kb_not_found"})
+
+
 @dataclass
 class Decision:
     text: str
     language: str
-    path: str  # template | action | knowledge | clarify | fallback | handoff | error
+    path: str  # template | action | knowledge | clarify | fallback | handoff | error | identify
     key: str
     reason: str
     handoff: bool = False
     knowledge: dict[str, Any] | None = None
     action: dict[str, Any] | None = None
     facts: dict[str, str] | None = None  # values the answer states; a generator must keep them
+    identification: dict[str, Any] | None = None  # what the identification gate decided this turn
 
 
 class Policy:
@@ -46,6 +53,7 @@ class Policy:
         self.actions = actions
         self.templates = ResponseTemplates(domain, locales)
         self.clarify_margin = clarify_margin
+        self.gate = IdentificationGate(self.spec, actions)
 
     # -- helpers -----------------------------------------------------------------------------
     def _say(self, key: str, state: DialogueState, path: str, reason: str, values: dict[str, Any] | None = None, **extra: Any) -> Decision:
@@ -60,6 +68,7 @@ class Policy:
 
     def _system(self, key: str, state: DialogueState, path: str, reason: str, **values: Any) -> Decision:
         text, language = self.locales.message(key, state.language, **values)
+        state.handoff_offered = key in OFFERS_HANDOFF
         return Decision(text, language, path, key, reason, handoff=path == "handoff")
 
     def _missing_slot(self, flow: str, state: DialogueState) -> str | None:
@@ -68,9 +77,14 @@ class Policy:
     # -- the decision --------------------------------------------------------------------------
     async def decide(self, state: DialogueState, message: Understood, update: TrackerUpdate, session_id: str) -> Decision:
         handoff_rules = self.spec.handoff
+        offered, state.handoff_offered = state.handoff_offered, False  # an offer is answered by the very next message
         if update.kind == "handoff":
             state.handed_off = True
             return self._system("handoff", state, "handoff", "the customer asked for a human")
+        if offered and message.intent == "affirm" and not message.out_of_scope:
+            state.handed_off = True
+            state.awaiting_confirmation = None  # the "yes" answered the offer, not an older question
+            return self._system("handoff", state, "handoff", "the customer accepted the offer of a human")
         if state.sentiment_trend <= handoff_rules.negative_sentiment:
             state.handed_off = True
             return self._system("handoff", state, "handoff", f"sentiment trend {state.sentiment_trend} is below {handoff_rules.negative_sentiment}")
@@ -112,6 +126,8 @@ class Policy:
             return self._system("handoff", state, "handoff", f"{self.spec.handoff.max_failed_turns} turns in a row not understood ({reason})")
         if state.requested_slot:
             return self._say(f"ask_{state.requested_slot}", state, "template", f"not understood ({reason}); asking again for {state.requested_slot}")
+        if state.identifying:
+            return self._identify_reply("identify_ask", state, state.identifying, GateResult("ask", f"not understood ({reason}); asking again"))
         return self._system("fallback", state, "fallback", reason)
 
     def _clarification(self, state: DialogueState, message: Understood, update: TrackerUpdate) -> Decision | None:
@@ -143,6 +159,8 @@ class Policy:
         assert flow is not None
         if update.confirmation == "confirmed":
             state.awaiting_confirmation = None
+            if not self.gate.is_open(state, flow):  # never act for a subject the session has not proved it owns
+                return await self._advance_flow(state, session_id)
             return await self._run_action(state, flow, session_id)
         if update.confirmation == "declined":
             state.awaiting_confirmation = None
@@ -163,13 +181,42 @@ class Policy:
         if missing:
             state.requested_slot = missing
             return self._say(f"ask_{missing}", state, "template", f"flow {flow_name} needs {missing}")
+        # Before anything that reads the customer's data, the preview included.
+        try:
+            gate = await self.gate.check(state, flow_name, session_id)
+        except ActionError as exc:
+            return self._action_failed(state, flow.identify.check if flow.identify else flow_name, exc)
+        if gate.status != "open":
+            return self._identified_not(state, flow_name, gate)
+        identification = gate.to_trace(flow_name) if flow.identify else None
         if flow.confirm:
             preview = await self._preview(state, flow_name, session_id)
             if isinstance(preview, Decision):
+                preview.identification = identification
                 return preview
             state.awaiting_confirmation = flow_name
-            return self._say(f"confirm_{flow_name}", state, "template", f"flow {flow_name} asks before acting", preview)
-        return await self._run_action(state, flow_name, session_id)
+            decision = self._say(f"confirm_{flow_name}", state, "template", f"flow {flow_name} asks before acting", preview)
+        else:
+            decision = await self._run_action(state, flow_name, session_id)
+        decision.identification = identification
+        return decision
+
+    def _identified_not(self, state: DialogueState, flow_name: str, gate: GateResult) -> Decision:
+        """Ask for a contact, refuse, or hand off; none of these replies says anything about the order."""
+        if gate.status == "locked":
+            state.handed_off = True
+            return self._identify_reply("identify_failed", state, flow_name, gate, path="handoff", handoff=True)
+        return self._identify_reply("identify_ask" if gate.status == "ask" else "identify_refused", state, flow_name, gate)
+
+    def _identify_reply(self, key: str, state: DialogueState, flow_name: str, gate: GateResult, path: str = "identify",
+                        handoff: bool = False) -> Decision:
+        # Path "identify" is not a generator path: these replies are said as written, so a model
+        # can never add anything to them.
+        specific = f"{key}_{flow_name}"
+        chosen = specific if self.templates.has(specific, state.language) else key
+        decision = self._say(chosen, state, path, gate.reason, handoff=handoff)
+        decision.identification = gate.to_trace(flow_name)
+        return decision
 
     async def _preview(self, state: DialogueState, flow_name: str, session_id: str) -> dict[str, Any] | Decision:
         """Values for the confirmation question, read by the flow's preview action if it has one.

@@ -56,12 +56,24 @@ def _intent_for_flow(spec: DomainSpec, flow: str) -> str | None:
     return next((name for name, intent in spec.intents.items() if intent.flow == flow), None)
 
 
+def _asked_slots(state: DialogueState, spec: DomainSpec) -> set[str]:
+    """Slots that answer the bot's open question: the requested slot, or while the bot waits for
+    identification any contact it accepts (email *or* phone) and the flow's own slots (a
+    corrected order id)."""
+    asked = {state.requested_slot} if state.requested_slot else set()
+    flow = spec.flows.get(state.identifying or "")
+    if flow is not None and flow.identify is not None:
+        asked |= set(flow.identify.any_of) | set(flow.required)
+    return asked
+
+
 def update_state(state: DialogueState, message: Understood, spec: DomainSpec, sentiment: float) -> TrackerUpdate:
     state.turn_count += 1
     state.sentiment_trend = round(0.4 * state.sentiment_trend + 0.6 * sentiment, 3)
     intent_spec = spec.intents.get(message.intent)
     kind = "out_of_scope" if message.out_of_scope or intent_spec is None else intent_spec.kind
     update = TrackerUpdate(kind=kind)
+    asked = _asked_slots(state, spec)
 
     # 1. Slot values in this message; the best entity per slot.
     best: dict[str, Entity] = {}
@@ -75,7 +87,7 @@ def update_state(state: DialogueState, message: Understood, spec: DomainSpec, se
         elif not existing:
             update.filled.append(slot)
         state.slots[slot] = SlotValue(entity.value, entity.confidence, state.turn_count, entity.text)
-        if slot == state.requested_slot:
+        if slot in asked:
             update.answered_question = slot
 
     # 2. A pending confirmation takes the answer first.
@@ -129,4 +141,5 @@ def _switch(state: DialogueState, intent: str | None, flow: str | None, update: 
     state.active_flow = flow
     state.requested_slot = None
     state.awaiting_confirmation = None
+    state.identifying = None
 
