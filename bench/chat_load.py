@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from websockets.asyncio.client import connect
 
@@ -103,7 +104,7 @@ class ServerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "voicebot", "serve", "--host", "127.0.0.1", "--port", str(self.port),
              "--data-dir", str(self.data_dir)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=dict(os.environ),
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env={**SATURATION_LIMITS, **os.environ},
             # Own session: a terminal Ctrl-C reaches only the benchmark, which then stops the
             # server exactly once, by pid (a second signal would make uvicorn skip its graceful exit).
             start_new_session=True,
@@ -194,8 +195,25 @@ class LevelStats:
             self.error_samples.append(f"{kind}: {detail}"[:300])
 
 
+# A closed loop from one address measures the server's capacity, not its per-client limits.
+SATURATION_LIMITS = {
+    "VOICEBOT_LIMITS__MESSAGES_PER_SECOND": "1000", "VOICEBOT_LIMITS__MESSAGE_BURST": "1000",
+    "VOICEBOT_LIMITS__SESSIONS_PER_CLIENT": "100000", "VOICEBOT_LIMITS__MAX_SESSIONS": "100000",
+    "VOICEBOT_LIMITS__SESSION_TOKENS_PER_MINUTE": "100000",
+}
+
+
 class TurnEnded(Exception):
     pass
+
+
+async def authorized_url(ws_url: str) -> str:
+    """``ws_url`` with a session token, fetched anonymously like the chat page does."""
+    base = ws_url.replace("ws://", "http://", 1).replace("wss://", "https://", 1).rsplit("/ws", 1)[0]
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{base}/api/session-token", json={}, timeout=30)
+    response.raise_for_status()
+    return f"{ws_url}?access_token={response.json()['token']}"
 
 
 async def run_session(index: int, url: str, args: argparse.Namespace, deadline: float, stats: LevelStats) -> None:
@@ -206,7 +224,7 @@ async def run_session(index: int, url: str, args: argparse.Namespace, deadline: 
         if args.think_seconds:
             await asyncio.sleep(random.uniform(0, args.think_seconds))  # people do not all arrive at once
         opened = time.perf_counter()
-        async with connect(url, max_size=8 * 1024 * 1024, open_timeout=args.turn_timeout,
+        async with connect(await authorized_url(url), max_size=8 * 1024 * 1024, open_timeout=args.turn_timeout,
                            compression=None if args.no_compression else "deflate",
                            ping_interval=None, close_timeout=5) as ws:
 
