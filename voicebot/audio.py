@@ -18,21 +18,61 @@ OUT_RATE = 48_000
 FRAME_SAMPLES_OUT = 960  # 20 ms at 48 kHz
 
 
+_FLOAT_FORMATS = frozenset({"flt", "fltp", "dbl", "dblp"})
+MIN_INPUT_RATE, MAX_INPUT_RATE = 4_000, 384_000
+
+
+class BadAudioFrame(ValueError):
+    """A frame no resampler can take (no sample rate, unknown layout): drop it, keep the call."""
+
+
 class Resampler:
-    """Any PyAV frame or int16 mono array -> int16 mono at ``rate``, keeping filter state."""
+    """Any PyAV frame or int16 mono array -> int16 mono at ``rate``, keeping filter state.
+
+    PyAV's resampler is fixed to the first frame's format, layout and rate and refuses any other
+    frame; a peer (or a voice of another rate, for the outbound side) may change them mid-call,
+    so the resampler is rebuilt when the input changes. Empty frames give no samples, float
+    frames have NaN/inf replaced (swresample turns NaN into a full-scale click)."""
 
     def __init__(self, rate: int) -> None:
         self.rate = rate
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+        self._resampler: av.AudioResampler | None = None
+        self._input: tuple[str, str, int] | None = None
 
     def frame(self, frame: av.AudioFrame) -> np.ndarray:
-        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        if frame.samples == 0:
+            return np.zeros(0, dtype=np.int16)
+        if not MIN_INPUT_RATE <= frame.sample_rate <= MAX_INPUT_RATE:  # a 1 Hz "frame" would upsample to minutes of audio
+            raise BadAudioFrame(f"audio frame at {frame.sample_rate} Hz (accepted: {MIN_INPUT_RATE}..{MAX_INPUT_RATE})")
+        if frame.format.name in _FLOAT_FORMATS:
+            frame = _finite(frame)
+        source = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if self._resampler is None or source != self._input:
+            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=self.rate)
+            self._input = source
+        try:
+            out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        except av.error.FFmpegError as exc:
+            self._resampler = None  # its state after a failed frame is unknown
+            raise BadAudioFrame(f"cannot resample a {source} frame: {exc}") from None
         return np.concatenate(out).astype(np.int16) if out else np.zeros(0, dtype=np.int16)
 
     def array(self, samples: np.ndarray, rate: int) -> np.ndarray:
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples.astype(np.int16).reshape(1, -1)), format="s16", layout="mono")
         frame.sample_rate = rate
         return self.frame(frame)
+
+
+def _finite(frame: av.AudioFrame) -> av.AudioFrame:
+    samples = frame.to_ndarray()
+    if np.isfinite(samples).all() and np.abs(samples).max(initial=0.0) <= 1.0:
+        return frame
+    clean = av.AudioFrame.from_ndarray(np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0).clip(-1.0, 1.0).astype(samples.dtype),
+                                       format=frame.format.name, layout=frame.layout.name)
+    clean.sample_rate, clean.pts = frame.sample_rate, frame.pts
+    if frame.time_base is not None:
+        clean.time_base = frame.time_base
+    return clean
 
 
 def int16_to_float(samples: np.ndarray) -> np.ndarray:

@@ -49,6 +49,9 @@ class Stage(ABC):
 
     name: str = "stage"
     consumes: tuple[type[Event], ...] = ()
+    # A call that takes longer than the pipeline's stage timeout is cancelled and handled like a
+    # failure (the caller gets the polite fallback). Off for stages that must not be cut midway.
+    time_limited: bool = True
 
     @abstractmethod
     def process(self, event: Event, turn: TurnContext) -> AsyncIterator[Event]:
@@ -57,16 +60,22 @@ class Stage(ABC):
 
 ErrorHandler = Callable[[Stage, BaseException, Event, TurnContext], Sequence[Event]]
 
+
+class StageTimeout(TimeoutError):
+    """A stage call ran past the pipeline's stage timeout and was cancelled."""
+
 _CLOSE = object()
 
 
 class SessionPipeline:
     """Runs a chain of stages for one session."""
 
-    def __init__(self, stages: Sequence[Stage], session: Session, *, queue_size: int = 32, on_error: ErrorHandler | None = None) -> None:
+    def __init__(self, stages: Sequence[Stage], session: Session, *, queue_size: int = 32, on_error: ErrorHandler | None = None,
+                 stage_timeout_s: float | None = None) -> None:
         self.stages = list(stages)
         self.session = session
         self.on_error = on_error
+        self.stage_timeout_s = stage_timeout_s
         self._queues: list[asyncio.Queue[Any]] = [asyncio.Queue(maxsize=queue_size) for _ in range(len(self.stages) + 1)]
         self._tasks: list[asyncio.Task[None]] = []
         self.turns: dict[str, TurnContext] = {}
@@ -158,8 +167,13 @@ class SessionPipeline:
         started = time.perf_counter()
         task = asyncio.get_running_loop().create_task(drive())
         turn.tasks.add(task)
+        limit = self.stage_timeout_s if stage.time_limited else None
+        # Awaited in place (no wrapper task), so the stage's timing is added in the same loop
+        # step as before: the persist stage's copy of the trace still sees it.
+        deadline = asyncio.timeout(limit)
         try:
-            await task
+            async with deadline:
+                await task
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
@@ -167,7 +181,11 @@ class SessionPipeline:
                 raise
             # Only the turn was cancelled; the stage goes on with the next event.
         except Exception as exc:
-            log.exception("stage %s failed on turn %s of session %s", stage.name, turn.turn_id, turn.session.id)
+            if isinstance(exc, TimeoutError) and deadline.expired():  # our limit, not the stage's own timeout
+                log.error("stage %s timed out after %.1f s on turn %s of session %s", stage.name, limit, turn.turn_id, turn.session.id)
+                exc = StageTimeout(f"{stage.name} took longer than {limit} s")
+            else:
+                log.exception("stage %s failed on turn %s of session %s", stage.name, turn.turn_id, turn.session.id)
             turn.trace.setdefault("errors", []).append({"stage": stage.name, "error": f"{type(exc).__name__}: {exc}"})
             if self.on_error is not None:
                 for replacement in self.on_error(stage, exc, event, turn):

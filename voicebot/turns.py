@@ -69,7 +69,9 @@ class Endpointer:
     def feed(self, audio: np.ndarray) -> list[tuple[TurnEvent, np.ndarray | None]]:
         """Add audio; return the turn events it causes, with the utterance for PAUSED/TURN_ENDED."""
         events: list[tuple[TurnEvent, np.ndarray | None]] = []
-        self._pending = np.concatenate([self._pending, audio.astype(np.float32)])
+        # NaN/inf or out-of-range samples would reach the recogniser in the utterance and fail it.
+        clean = np.nan_to_num(np.asarray(audio, dtype=np.float32).reshape(-1), nan=0.0, posinf=1.0, neginf=-1.0).clip(-1.0, 1.0)
+        self._pending = np.concatenate([self._pending, clean])
         while len(self._pending) >= FRAME_SAMPLES:
             frame, self._pending = self._pending[:FRAME_SAMPLES], self._pending[FRAME_SAMPLES:]
             events.extend(self._frame(frame))

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from voicebot.audio import OUT_RATE, BotAudioTrack, Resampler, int16_to_float
+from voicebot.audio import OUT_RATE, BadAudioFrame, BotAudioTrack, Resampler, int16_to_float
 from voicebot.events import BotMessage, BotTextChunk, ErrorEvent
 from voicebot.pipelines.asr.base import SpeechRecognizer, Transcription
 from voicebot.pipelines.asr.normalise import normalise_spoken_digits
@@ -60,13 +60,22 @@ class VoiceCall:
         self._turn_marks: dict[str, dict[str, float]] = {}
         self._tasks = [asyncio.create_task(self._bot_events()), asyncio.create_task(self._speak())]
         self._pending_turns: set[asyncio.Task[None]] = set()
+        self.bad_frames = 0
         track.on_speaking_changed.append(self._bot_speaking_changed)
         self.closed = False
 
     # -- caller audio --------------------------------------------------------------------------
     def feed_frame(self, frame: Any) -> None:
-        """An inbound PyAV frame (48 kHz stereo Opus decoded): resample and endpoint it."""
-        self.feed_pcm16k(int16_to_float(self.inbound.frame(frame)))
+        """An inbound PyAV frame (48 kHz stereo Opus decoded): resample and endpoint it. A frame
+        that cannot be resampled is dropped (and counted) rather than ending the call."""
+        try:
+            samples = self.inbound.frame(frame)
+        except BadAudioFrame as exc:
+            self.bad_frames += 1
+            if self.bad_frames == 1 or self.bad_frames % 1000 == 0:
+                log.warning("call %s: dropped %d unusable audio frame(s): %s", self.handle.id, self.bad_frames, exc)
+            return
+        self.feed_pcm16k(int16_to_float(samples))
 
     def feed_pcm16k(self, audio: np.ndarray) -> None:
         for event, utterance in self.endpointer.feed(audio):
@@ -94,7 +103,7 @@ class VoiceCall:
             self._speculative = None
 
     async def _recognise(self, utterance: np.ndarray) -> Transcription:
-        languages = self.handle.runtime.engine.domain.languages
+        languages = self.handle.engine.domain.languages
         return await self.services.recognizer.transcribe(utterance, None, languages, prior_language=self.handle.session.state.language)
 
     async def _finish_turn(self, utterance: np.ndarray, speculative: asyncio.Task[Transcription] | None, ended_at: float) -> None:
@@ -106,15 +115,15 @@ class VoiceCall:
             reused = False
         except Exception as exc:  # noqa: BLE001 - a failed recognition must not end the call
             log.warning("call %s: recognition failed: %s", self.handle.id, exc)
-            text, _ = self.handle.runtime.engine.locales.message("error_internal", self.handle.session.state.language)
-            await self._say_now(text, self.handle.session.state.language)
+            text, language = self.handle.offer_human()
+            await self._say_now(text, language)
             return
         recognised_at = time.monotonic()
         text = normalise_spoken_digits(transcription.text.strip())
         if not text:
             self.notify({"type": "no_speech", "duration_s": round(len(utterance) / SAMPLE_RATE, 2)})
             return
-        engine = self.handle.runtime.engine
+        engine = self.handle.engine
         state = self.handle.session.state
         decision = decide_spoken_language(transcription.language_probs, engine.detector.scores(text)["combined"], text,
                                           transcription.duration_s or len(utterance) / SAMPLE_RATE, state.language, engine.domain.languages)
