@@ -8,7 +8,11 @@ events for its clients:
   user input goes in with ``handle.send_text(text)`` (voice channels push audio frames instead);
 * bot output comes out of ``handle.events()`` as typed events (``BotTextChunk``, ``BotMessage``,
   ``BotAudioChunk``, ``ErrorEvent``...), which the channel renders in its own format;
-* ``handle.close()`` ends the conversation; ``close()`` stops the channel at shutdown.
+* ``handle.close()`` ends the conversation; ``drain()`` says goodbye at a graceful shutdown and
+  ``close()`` stops the channel;
+* limits (voicebot/limits.py): pass the peer's address as ``open_session(..., client=address)`` so
+  it counts toward ``limits.sessions_per_client`` (``LimitExceeded`` when refused), and call
+  ``runtime.message_rate.hit(handle.id)`` before each user message to apply the message rate.
 
 Register a channel by name in config (``server.channels``) as a built-in name, a
 ``"package.module:ClassName"`` path, or an entry point in the ``voicebot.channels`` group.
@@ -34,6 +38,10 @@ class Channel(ABC):
     @abstractmethod
     def routes(self) -> list[BaseRoute]:
         """Routes this channel serves."""
+
+    async def drain(self, deadline: float) -> None:
+        """Graceful shutdown (SIGTERM): let the live sessions' turns finish, say goodbye, end them,
+        all before ``deadline`` (event-loop time). Default: nothing; ``close()`` still runs."""
 
     async def close(self) -> None:
         """Stop accepting connections and end the live ones (default: nothing to do)."""

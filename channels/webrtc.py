@@ -21,13 +21,43 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from voicebot.access.tokens import AccessDenied, OriginRefused
 from voicebot.audio import BotAudioTrack
 from voicebot.channels.base import Channel
+from voicebot.limits import LimitExceeded
 from voicebot.resources import web_dir
-from voicebot.runtime import ResumeError
+from voicebot.runtime import ResumeError, ShuttingDown
 from voicebot.voice import VoiceCall
 
 log = logging.getLogger(__name__)
+
+
+async def close_peer(pc: RTCPeerConnection) -> None:
+    """Close a peer connection; aiortc's own close raises on one a bad offer left half set up
+    (its SCTP transport never got a DTLS transport), which must not turn into a 500 or stop the
+    other calls from closing at shutdown."""
+    _retrieve_connect_errors(pc)
+    try:
+        await pc.close()
+    except Exception as exc:  # noqa: BLE001
+        log.debug("closing a half set-up peer connection: %r", exc)
+
+
+def _retrieve_connect_errors(pc: RTCPeerConnection) -> None:
+    """aiortc starts a background ``__connect`` task per description; on an odd offer (a data
+    channel without DTLS) or a peer closed while it runs it fails on a missing transport, and
+    asyncio then logs "Task exception was never retrieved" with a traceback. The tasks of this
+    peer not yet finished get their outcome collected (logged at debug) instead."""
+    for task in asyncio.all_tasks():
+        coroutine = task.get_coro()
+        frame = getattr(coroutine, "cr_frame", None)
+        if getattr(coroutine, "__qualname__", "").endswith("__connect") and frame is not None and frame.f_locals.get("self") is pc:
+            task.add_done_callback(_log_connect_outcome)
+
+
+def _log_connect_outcome(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("connecting a closed peer failed: %r", task.exception())
 
 
 def use_loopback_candidates_only() -> None:
@@ -43,7 +73,13 @@ class Offer(BaseModel):
     sdp: str = Field(min_length=10, max_length=100_000)
     type: str = Field(pattern="^offer$")
     language: str | None = Field(None, max_length=35)
-    token: str | None = Field(None, max_length=256)
+    token: str | None = Field(None, max_length=256, description="resume token of a conversation to continue")
+    access_token: str | None = Field(None, max_length=4096, description="session token from POST /api/session-token")
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
 
 
 class WebRTCChannel(Channel):
@@ -52,6 +88,8 @@ class WebRTCChannel(Channel):
     def __init__(self, runtime: Any) -> None:
         super().__init__(runtime)
         self.calls: dict[str, tuple[RTCPeerConnection, VoiceCall | None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._deadlines: set[asyncio.Task[None]] = set()
 
     def routes(self) -> list[BaseRoute]:
         return [Route("/webrtc/offer", self.offer, methods=["POST"]), Route("/call", self.page, methods=["GET"])]
@@ -71,6 +109,10 @@ class WebRTCChannel(Channel):
             body = Offer.model_validate_json(await request.body())
         except ValidationError as exc:
             return JSONResponse({"error": "invalid_offer", "message": str(exc.errors()[0]["msg"])}, status_code=400)
+        try:
+            claims = self.runtime.access.admit(body.access_token or _bearer(request), request.headers.get("origin"))
+        except AccessDenied as exc:
+            return JSONResponse({"error": "unauthorized", "message": str(exc)}, status_code=403 if isinstance(exc, OriginRefused) else 401)
         if self.runtime.voice is None:
             return JSONResponse({"error": "voice_unavailable", "message": "voice is not enabled on this server"}, status_code=503)
         if len(self.calls) >= self.runtime.settings.voice.max_calls:
@@ -81,17 +123,26 @@ class WebRTCChannel(Channel):
         pc.on("track", lambda track: inbound.append(track) if track.kind == "audio" else None)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=body.sdp, type="offer"))
+            _retrieve_connect_errors(pc)  # the task it just started can fail on an odd offer
         except Exception as exc:  # noqa: BLE001 - aiortc raises many types on bad SDP
-            await pc.close()
+            await close_peer(pc)
             return JSONResponse({"error": "invalid_sdp", "message": f"cannot use this SDP offer: {exc}"}, status_code=400)
         if not any(t.kind == "audio" for t in pc.getTransceivers()):
-            await pc.close()
+            await close_peer(pc)
             return JSONResponse({"error": "invalid_sdp", "message": "the offer has no audio"}, status_code=400)
         try:
-            handle = await self.runtime.open_session(self.name, resume_token=body.token, language=body.language)
+            handle = await self.runtime.open_session(self.name, resume_token=body.token, language=body.language or claims.language,
+                                                     tenant=claims.tenant, client=request.client.host if request.client else None,
+                                                     customer=claims.customer or None)
         except ResumeError as exc:
-            await pc.close()
+            await close_peer(pc)
             return JSONResponse({"error": "resume_failed", "message": str(exc)}, status_code=400)
+        except ShuttingDown as exc:
+            await close_peer(pc)
+            return JSONResponse({"error": "server_restarting", "message": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+        except LimitExceeded as exc:  # sessions per address (429) or of the whole server (503), shared with chat
+            await close_peer(pc)
+            return JSONResponse({"error": exc.code, "message": exc.message}, status_code=429 if exc.code == "too_many_sessions" else 503)
         bot_track = BotAudioTrack()
         channel_box: dict[str, Any] = {}
         pending: list[str] = []
@@ -120,24 +171,39 @@ class WebRTCChannel(Channel):
             def on_message(message: Any) -> None:
                 with contextlib.suppress(ValueError, TypeError):
                     if json.loads(message).get("type") == "hangup":
-                        asyncio.ensure_future(self.end(handle.id, "caller hung up"))
+                        self._keep(self.end(handle.id, "caller hung up"))
 
             if channel.readyState == "open":
                 flush()
 
         for track in inbound[:1]:
-            asyncio.ensure_future(self._listen(handle.id, track, call))
+            self._keep(self._listen(handle.id, track, call))
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             if pc.connectionState in ("failed", "closed", "disconnected"):
                 await self.end(handle.id, f"connection {pc.connectionState}")
 
-        pc.addTrack(bot_track)  # reuses the offer's audio transceiver: one sendrecv audio line
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
+        try:
+            pc.addTrack(bot_track)  # reuses the offer's audio transceiver: one sendrecv audio line
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+            _retrieve_connect_errors(pc)
+        except Exception as exc:  # noqa: BLE001 - an offer aiortc accepted but cannot answer
+            await self.end(handle.id, f"cannot answer the offer: {exc!r}")
+            return JSONResponse({"error": "invalid_sdp", "message": f"cannot answer this SDP offer: {exc}"}, status_code=400)
+        # An answered offer whose peer never connects would hold its call and session forever.
+        deadline = self._keep(self._connect_deadline(handle.id, pc))
+        self._deadlines.add(deadline)
+        deadline.add_done_callback(self._deadlines.discard)
         notify({"type": "session", "session_id": handle.id, "language": handle.session.state.language})
         return JSONResponse({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "session_id": handle.id, "token": handle.token})
+
+    async def _connect_deadline(self, call_id: str, pc: RTCPeerConnection) -> None:
+        await asyncio.sleep(self.runtime.settings.voice.connect_timeout_s)
+        entry = self.calls.get(call_id)
+        if entry is not None and entry[0] is pc and pc.connectionState != "connected":
+            await self.end(call_id, f"the peer did not connect within {self.runtime.settings.voice.connect_timeout_s} s")
 
     async def _listen(self, call_id: str, track: Any, call: VoiceCall) -> None:
         try:
@@ -158,8 +224,27 @@ class WebRTCChannel(Channel):
         log.info("call %s ended: %s", call_id, reason)
         if call is not None:
             await call.close()
-        await pc.close()
+        await close_peer(pc)
+
+    def _keep(self, coroutine: Any) -> asyncio.Task[Any]:
+        """A background task of a call, referenced until done (asyncio keeps only weak ones)."""
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def drain(self, deadline: float) -> None:
+        """Tell each caller the service restarts (their conversation is saved), then end the call."""
+        for _, call in list(self.calls.values()):
+            if call is not None:
+                text, language = call.handle.engine.locales.message("server_restarting", call.handle.session.state.language)
+                call.notify({"type": "ended", "reason": "server_restart", "message": text, "language": language, "resume": True})
+        await asyncio.sleep(0.2)  # let the data channels carry it before the peers close
+        for call_id in list(self.calls):
+            await self.end(call_id, "server restarting")
 
     async def close(self) -> None:
+        for task in list(self._deadlines):
+            task.cancel()
         for call_id in list(self.calls):
             await self.end(call_id, "server stopping")

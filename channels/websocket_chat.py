@@ -2,6 +2,11 @@
 
 Each connection has a reader (client frames -> turns) and a writer (session events -> frames);
 a bad frame gets an error frame and the conversation goes on.
+
+Limits (settings.limits, voicebot/limits.py) refuse instead of queueing: a session beyond the
+per-address or server-wide count gets an error frame and close 1013; a message beyond the rate
+gets ``rate_limited`` with ``retry_after`` (and close 1008 when the client keeps ignoring it); a
+client that stops reading is dropped after ``send_timeout_s`` so its unsent frames are not kept.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ import json
 import logging
 from typing import Any
 
+from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from voicebot.access.tokens import AccessDenied, OriginRefused, SessionClaims
 from voicebot.channels.base import Channel
 from voicebot.channels.chat_protocol import (
     PROTOCOL_VERSION,
@@ -32,7 +39,8 @@ from voicebot.channels.chat_protocol import (
     parse,
 )
 from voicebot.events import BotMessage, BotTextChunk, ErrorEvent
-from voicebot.runtime import ResumeError, SessionHandle
+from voicebot.limits import LimitExceeded
+from voicebot.runtime import BotRuntime, ResumeError, SessionHandle, ShuttingDown
 
 log = logging.getLogger(__name__)
 
@@ -42,41 +50,138 @@ MAX_PENDING_TURNS = 8
 class WebsocketChatChannel(Channel):
     name = "websocket"
 
+    def __init__(self, runtime: BotRuntime) -> None:
+        super().__init__(runtime)
+        self.connections: set[_Connection] = set()
+
     def routes(self) -> list[BaseRoute]:
         return [WebSocketRoute("/ws", self.serve)]
 
     async def serve(self, websocket: WebSocket) -> None:
-        origins = self.runtime.settings.server.allowed_origins
-        origin = websocket.headers.get("origin")
-        if origins and origin and origin not in origins:
-            await websocket.close(code=1008, reason="origin not allowed")
+        """Only a valid session token (``/ws?access_token=``, from POST /api/session-token) from an
+        allowed web origin gets a connection; the refusal is an HTTP answer to the handshake."""
+        try:
+            claims = self.runtime.access.admit(websocket.query_params.get("access_token"), websocket.headers.get("origin"))
+        except AccessDenied as exc:
+            await refuse(websocket, 403 if isinstance(exc, OriginRefused) else 401, "unauthorized", str(exc))
             return
         await websocket.accept()
-        await _Connection(self, websocket).run()
+        connection = _Connection(self, websocket, claims)
+        self.connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            self.connections.discard(connection)
+
+    async def drain(self, deadline: float) -> None:
+        await asyncio.gather(*(connection.say_goodbye(deadline) for connection in list(self.connections)), return_exceptions=True)
+
+
+async def refuse(websocket: WebSocket, status: int, code: str, message: str) -> None:
+    """Answer the handshake with an HTTP error and a JSON body (the client can read why);
+    servers without the denial-response extension close with 1008 and the reason instead."""
+    try:
+        await websocket.send_denial_response(JSONResponse({"error": code, "message": message}, status_code=status))
+    except RuntimeError:
+        await websocket.close(code=1008, reason=message[:120])
+
+
+class ClientStalled(ConnectionError):
+    """The client did not take a frame within ``limits.send_timeout_s``: it has been dropped."""
+
+
+class _Close(Exception):
+    """End the connection with this close code (the error frame saying why is already sent)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason[:120]  # a close reason fits in 123 bytes
+
+
+SESSION_REFUSALS = ("too_many_sessions", "server_busy")
+
+
+def abort_transport(websocket: WebSocket) -> bool:
+    """Drop the TCP connection under ``websocket`` now, unsent bytes included; False when the
+    server does not let us reach it.
+
+    ASGI has no abort, and a polite close does not free a stalled connection: uvicorn's
+    ``transport.close()`` waits until the peer has read what is buffered, which a client that
+    stopped reading never does. uvicorn's receive callable is a method of its protocol object,
+    which holds the asyncio transport (Starlette wraps ``send``, not ``receive``)."""
+    protocol = getattr(getattr(websocket, "_receive", None), "__self__", None)
+    transport = getattr(protocol, "transport", None)
+    if isinstance(transport, asyncio.Transport):
+        transport.abort()
+        return True
+    return False
 
 
 class _Connection:
-    def __init__(self, channel: WebsocketChatChannel, websocket: WebSocket) -> None:
+    def __init__(self, channel: WebsocketChatChannel, websocket: WebSocket, claims: SessionClaims) -> None:
         self.channel = channel
+        self.claims = claims
         self.runtime = channel.runtime
+        self.limits = channel.runtime.settings.limits
         self.ws = websocket
+        self.client = websocket.client.host if websocket.client else None
         self.handle: SessionHandle | None = None
         self.writer: asyncio.Task[None] | None = None
+        self.reader: asyncio.Task[Any] | None = None
         self.pending: set[str] = set()
         self.send_lock = asyncio.Lock()
+        self.stalled = False
+        self.refused_in_a_row = 0
 
     async def send(self, payload: dict[str, Any]) -> None:
-        async with self.send_lock:
-            await self.ws.send_text(json.dumps(payload, ensure_ascii=False, default=str))
+        """Send one frame, waiting at most ``send_timeout_s`` for the client to take it.
+
+        uvicorn applies back-pressure (a send waits while the socket's write buffer is above its
+        high-water mark) but waits for ever; the bound makes a stalled client cost a timeout
+        instead of a task, a session slot and buffered frames kept until it goes away."""
+        if self.stalled:
+            raise ClientStalled("the client stopped reading")
+        data = json.dumps(payload, ensure_ascii=False, default=str)
+        try:
+            async with asyncio.timeout(self.limits.send_timeout_s), self.send_lock:
+                await self.ws.send_text(data)
+        except TimeoutError:
+            self.stall()
+            raise ClientStalled(f"the client took no frame for {self.limits.send_timeout_s:g} s") from None
+
+    def stall(self) -> None:
+        """Drop a client that stopped reading; its session ends as on a disconnect (turns in
+        flight finish and are stored)."""
+        if self.stalled:
+            return
+        self.stalled = True
+        log.warning("websocket client %s stopped reading for %.1f s: dropped (session %s)", self.client,
+                    self.limits.send_timeout_s, self.handle.id if self.handle else "-")
+        if not abort_transport(self.ws) and self.reader is not None and self.reader is not asyncio.current_task():
+            self.reader.cancel()  # no transport to abort: at least stop waiting for frames
 
     async def error(self, code: str, message: str, **extra: Any) -> None:
         await self.send({"type": "error", "code": code, "message": message, **extra})
 
+    async def next_frame(self) -> dict[str, Any]:
+        """The next client frame; a connection that opens no session within
+        ``limits.start_timeout_s`` is closed, so a reused token cannot park idle sockets."""
+        if self.handle is not None:
+            return await self.ws.receive()
+        try:
+            async with asyncio.timeout(self.limits.start_timeout_s):
+                return await self.ws.receive()
+        except TimeoutError:
+            await self.error("no_session", f"no 'start' or 'resume' within {self.limits.start_timeout_s:g} s")
+            raise _Close(1008, "no session started") from None
+
     async def run(self) -> None:
         ended_by_client = False
+        close: _Close | None = None
+        self.reader = asyncio.current_task()
         try:
             while True:
-                frame = await self.ws.receive()
+                frame = await self.next_frame()
                 if frame["type"] == "websocket.disconnect":
                     break
                 if frame.get("bytes") is not None:
@@ -88,10 +193,39 @@ class _Connection:
                         break
                 except ProtocolError as exc:
                     await self.error(exc.code, exc.message)
-        except (WebSocketDisconnect, RuntimeError):
-            pass
+                except LimitExceeded as exc:
+                    await self.refused(exc)
+        except _Close as exc:
+            close = exc
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass  # gone, or stalled (ClientStalled)
+        except asyncio.CancelledError:
+            if not self.stalled:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]  # stall() stopped the reader: end normally
         finally:
-            await self.shutdown(ended_by_client)
+            await self.shutdown(ended_by_client, close)
+
+    async def refused(self, exc: LimitExceeded) -> None:
+        """Say which limit refused and, where waiting helps, for how long; a session refusal
+        closes the connection (1013: try again later); ignoring rate refusals closes it (1008)."""
+        extra = {"retry_after": exc.retry_after} if exc.retry_after is not None else {}
+        await self.error(exc.code, exc.message, **extra)
+        if exc.code in SESSION_REFUSALS:
+            log.info("websocket client %s refused: %s", self.client, exc.code)
+            raise _Close(1013, exc.message)
+        if exc.code == "rate_limited":
+            self.refused_in_a_row += 1
+            if self.refused_in_a_row >= self.limits.refusals_before_close:
+                log.warning("websocket client %s closed: %d rate-limited messages in a row", self.client, self.refused_in_a_row)
+                raise _Close(1008, f"{self.refused_in_a_row} messages in a row over the rate limit")
+
+    def count_message(self) -> None:
+        """Count a message that makes the server work (a turn, a stored rating) against the
+        session's rate; raises LimitExceeded("rate_limited")."""
+        assert self.handle is not None
+        self.runtime.message_rate.hit(self.handle.id)
+        self.refused_in_a_row = 0
 
     async def handle_text(self, raw: str) -> bool:
         """Handle one client frame; True when the client ended the conversation."""
@@ -123,11 +257,16 @@ class _Connection:
             raise ProtocolError("already_started", "this connection already has a session")
         try:
             if isinstance(message, Resume):
-                self.handle = await self.runtime.open_session(self.channel.name, resume_token=message.token)
+                self.handle = await self.runtime.open_session(self.channel.name, resume_token=message.token, tenant=self.claims.tenant,
+                                                              client=self.client)
             else:
-                self.handle = await self.runtime.open_session(self.channel.name, language=message.language, user_id=message.user_id)
+                self.handle = await self.runtime.open_session(self.channel.name, language=message.language or self.claims.language,
+                                                              user_id=message.user_id, tenant=self.claims.tenant,
+                                                              customer=self.claims.customer or None, client=self.client)
         except ResumeError as exc:
             raise ProtocolError("resume_failed", str(exc)) from None
+        except ShuttingDown as exc:
+            raise ProtocolError("server_restarting", str(exc)) from None
         state = self.handle.session.state
         payload: dict[str, Any] = {
             "type": "session", "protocol": PROTOCOL_VERSION, "session_id": self.handle.id, "token": self.handle.token,
@@ -135,13 +274,24 @@ class _Connection:
         }
         if self.handle.resumed:
             payload["history"] = [{"user": h.user, "bot": h.bot, "language": h.language} for h in state.history]
+            payload.update(await self.stored_turns(len(state.history)))
         else:
             payload["welcome"] = self.runtime.welcome(self.handle)
         await self.send(payload)
         self.writer = asyncio.create_task(self.write_events(self.handle))
 
+    async def stored_turns(self, count: int) -> dict[str, Any]:
+        """The last ``count`` stored turns (ids, traces, ratings) and the conversation's rating, so a
+        resumed page shows "why?" and ratings again without access to the REST API."""
+        assert self.handle is not None
+        stored = await self.runtime.storage.get_conversation(self.handle.id, tenant=self.claims.tenant) or {"turns": [], "rating": None}
+        keys = ("turn_index", "turn_id", "user_text", "bot_text", "language", "trace", "rating")
+        turns = [{key: turn[key] for key in keys} for turn in stored["turns"][-count:]] if count else []
+        return {"turns": turns, "rating": stored["rating"]}
+
     async def user_message(self, message: UserMessage) -> None:
         assert self.handle is not None
+        self.count_message()
         text = clean_text(message.text, self.runtime.settings.server.max_message_chars)
         if len(self.pending) >= MAX_PENDING_TURNS:
             raise ProtocolError("busy", f"at most {MAX_PENDING_TURNS} messages may wait for an answer; wait for the bot")
@@ -154,6 +304,7 @@ class _Connection:
         """Store a rating of a bot message of this conversation (by its turn id) or of the
         conversation. Only stored turns can be rated: a message is sent after its turn is stored."""
         assert self.handle is not None
+        self.count_message()
         rating, comment = check_feedback(message)
         storage = self.runtime.storage
         if message.turn_id is None:
@@ -189,12 +340,35 @@ class _Connection:
         while self.pending and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
 
-    async def shutdown(self, ended_by_client: bool) -> None:
+    async def say_goodbye(self, deadline: float) -> None:
+        """Graceful shutdown: answer the messages already sent, tell the client why the connection
+        ends (in its language; it may resume on the restarted server), then close (1012)."""
+        await self.drain(timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
+        if self.handle is not None:
+            text, language = self.handle.engine.locales.message("server_restarting", self.handle.session.state.language)
+            with contextlib.suppress(Exception):
+                await self.send({"type": "ended", "reason": "server_restart", "message": text, "language": language, "resume": True})
+        await self.close_socket(1012, "server restarting")
+
+    async def shutdown(self, ended_by_client: bool, close: _Close | None = None) -> None:
+        if close is not None:
+            await self.close_socket(close.code, close.reason)  # a refused client hears it at once
         if self.handle is not None:
             await self.handle.close()  # drains the pipeline: turns in flight are finished and stored
         if self.writer is not None:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self.writer, timeout=5)
         if ended_by_client:
-            with contextlib.suppress(Exception):
-                await self.ws.close(code=1000)
+            await self.close_socket(1000)
+
+    async def close_socket(self, code: int, reason: str = "") -> None:
+        """Close politely if the client takes the close frame in time, else drop it."""
+        if self.stalled:
+            return
+        try:
+            async with asyncio.timeout(self.limits.send_timeout_s), self.send_lock:
+                await self.ws.close(code=code, reason=reason)
+        except TimeoutError:
+            self.stall()
+        except Exception:  # noqa: BLE001 - already closed or gone: nothing left to do
+            pass

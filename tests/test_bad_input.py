@@ -9,7 +9,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import ChatClient, ServerProcess
+from tests.conftest import ChatClient, ServerProcess, authorized
 
 
 async def _error_for(ws, frame: str | bytes) -> dict:  # type: ignore[no-untyped-def]
@@ -50,7 +50,7 @@ async def test_each_bad_frame_gets_a_clear_error_and_the_session_goes_on(server:
 
 
 async def test_message_before_start_is_refused(server: ServerProcess) -> None:
-    async with connect(server.ws_url) as ws:
+    async with connect(await authorized(server.ws_url)) as ws:
         error = await _error_for(ws, json.dumps({"type": "message", "text": "hello"}))
         assert error["code"] == "no_session"
 
@@ -61,7 +61,7 @@ async def test_control_characters_and_mixed_scripts_are_handled(server: ServerPr
     assert "12345" in reply["text"]
     mixed = await chat.say("hello 你好 hola Привет مرحبا 🙂")
     assert mixed["text"]  # some answer, no crash
-    stored = httpx.get(f"{server.url}/api/conversations/{chat.session['session_id']}", timeout=10).json()
+    stored = httpx.get(f"{server.url}/api/conversations/{chat.session['session_id']}", headers=server.admin_headers, timeout=10).json()
     assert stored["turns"][0]["user_text"] == "where is my order 12345"
     await chat.close()
 
@@ -69,7 +69,7 @@ async def test_control_characters_and_mixed_scripts_are_handled(server: ServerPr
 async def test_oversized_frame_closes_only_that_socket(server: ServerProcess) -> None:
     bystander = await ChatClient.open(server.ws_url, language="en")
     await bystander.say("where is my order?")
-    async with connect(server.ws_url, max_size=None) as ws:
+    async with connect(await authorized(server.ws_url), max_size=None) as ws:
         await ws.send(json.dumps({"type": "start"}))
         json.loads(await ws.recv())
         await ws.send("x" * (2 * 1024 * 1024))  # above server.max_frame_bytes
@@ -85,22 +85,22 @@ async def test_oversized_frame_closes_only_that_socket(server: ServerProcess) ->
 async def test_bad_input_leaves_stored_data_intact(server: ServerProcess) -> None:
     chat = await ChatClient.open(server.ws_url, language="en")
     await chat.say("where is my order 67890")
-    before = httpx.get(f"{server.url}/api/conversations/{chat.session['session_id']}", timeout=10).json()
+    before = httpx.get(f"{server.url}/api/conversations/{chat.session['session_id']}", headers=server.admin_headers, timeout=10).json()
     for frame in ["{", '{"type": 1}', b"\xff" * 10, '{"type": "message", "text": null}']:
         await _error_for(chat.ws, frame)
-    after = httpx.get(f"{server.url}/api/conversations/{chat.session['session_id']}", timeout=10).json()
+    after = httpx.get(f"{server.url}/api/conversations/{chat.session['session_id']}", headers=server.admin_headers, timeout=10).json()
     assert after["turns"] == before["turns"] and after["state"] == before["state"]
     await chat.close()
 
 
 async def test_client_vanishing_mid_turn_still_stores_the_turn(server: ServerProcess) -> None:
-    ws = await connect(server.ws_url)
+    ws = await connect(await authorized(server.ws_url))
     await ws.send(json.dumps({"type": "start", "language": "en"}))
     session = json.loads(await ws.recv())
     await ws.send(json.dumps({"type": "message", "text": "where is my order 12345"}))
     await ws.close()  # gone before the answer
     for _ in range(50):
-        stored = httpx.get(f"{server.url}/api/conversations/{session['session_id']}", timeout=10).json()
+        stored = httpx.get(f"{server.url}/api/conversations/{session['session_id']}", headers=server.admin_headers, timeout=10).json()
         if stored["turns"]:
             break
         import asyncio
@@ -111,6 +111,6 @@ async def test_client_vanishing_mid_turn_still_stores_the_turn(server: ServerPro
 
 
 async def test_rest_api_rejects_bad_parameters(server: ServerProcess) -> None:
-    response = httpx.get(f"{server.url}/api/conversations", params={"limit": "lots"}, timeout=10)
+    response = httpx.get(f"{server.url}/api/conversations", params={"limit": "lots"}, headers=server.admin_headers, timeout=10)
     assert response.status_code == 422 and "limit" in response.text
-    assert httpx.get(f"{server.url}/api/conversations", params={"limit": 0}, timeout=10).status_code == 422
+    assert httpx.get(f"{server.url}/api/conversations", params={"limit": 0}, headers=server.admin_headers, timeout=10).status_code == 422

@@ -17,21 +17,28 @@ async def test_english_order_status_with_slot_asked_then_correction(server: Serv
     asked = await chat.say("Hi, where is my order?")
     assert "order number" in asked["text"].lower()
     assert asked["trace"]["state"]["requested_slot"] == "order_id"
-    answer = await chat.say("12345")
+    identify = await chat.say("12345")
+    assert identify["trace"]["identification"]["result"] == "ask" and "Redmi Note 13" not in identify["text"]
+    answer = await chat.say("my email is li.wei@example.com")
     assert "12345" in answer["text"] and "Redmi Note 13" in answer["text"] and "2026-12-03" in answer["text"]
     assert answer["trace"]["action"]["name"] == "lookup_order"
     assert answer["trace"]["state"]["slots"]["order_id"]["source_text"] == "12345"
     corrected = await chat.say("no, it's 54321")
-    assert "54321" in corrected["text"] and "Router AX3000" in corrected["text"]
     assert corrected["trace"]["state"]["update"]["corrected"] == [{"slot": "order_id", "from": "12345", "to": "54321"}]
+    # Another order is another customer's until proved otherwise.
+    assert "54321" in corrected["text"] and "Router AX3000" not in corrected["text"]
+    proved = await chat.say("+49 151 2345 6789")
+    assert "54321" in proved["text"] and "Router AX3000" in proved["text"]
     # Chunks streamed before the final message add up to it.
-    assert "".join(corrected["chunks"]).replace(" ", "") == corrected["text"].replace(" ", "")
+    assert "".join(proved["chunks"]).replace(" ", "") == proved["text"].replace(" ", "")
     await chat.close()
 
 
 async def test_english_topic_switch_keeps_order_id_and_confirms_cancel(server: ServerProcess) -> None:
     chat = await ChatClient.open(server.ws_url, language="en")
     await chat.say("where is order 67890?")
+    status = await chat.say("the phone on the order is +1 415 555 0100")
+    assert "Galaxy S25" in status["text"]
     switched = await chat.say("I want to cancel that order")
     assert "67890" in switched["text"] and "Galaxy S25" in switched["text"]
     assert switched["trace"]["state"]["awaiting_confirmation"] == "cancel_order"
@@ -51,19 +58,24 @@ async def test_chinese_kb_question_and_order(server: ServerProcess) -> None:
     assert kb["trace"]["knowledge"]["used"] == "return_policy"
     asked = await chat.say("我的订单到哪了")
     assert asked["trace"]["state"]["requested_slot"] == "order_id" and HAN.search(asked["text"])
-    answer = await chat.say("订单号是24680")
+    identify = await chat.say("订单号是24680")
+    assert "24680" in identify["text"] and "2026-12-01" not in identify["text"]
+    answer = await chat.say("手机号 139 1234 5678")
     assert "24680" in answer["text"] and "2026-12-01" in answer["text"]
     await chat.close()
 
 
 async def test_spanish_cancel_with_confirmation(server: ServerProcess) -> None:
     chat = await ChatClient.open(server.ws_url, language="es")
-    confirm = await chat.say("quiero cancelar mi pedido 11111")
+    identify = await chat.say("quiero cancelar mi pedido 11111")
+    assert identify["language"] == "es" and identify["trace"]["identification"]["result"] == "ask"
+    confirm = await chat.say("mi correo es maria.garcia@example.com")
     # 11111 is delivered: the bot must refuse instead of cancelling.
     assert confirm["language"] == "es"
     if confirm["trace"]["state"]["awaiting_confirmation"]:
         done = await chat.say("sí")
         assert done["trace"]["action"]["outcome"] == "not_cancellable"
+    # The email proved the order; asking for a password reset still asks which account.
     login = await chat.say("no puedo iniciar sesión en mi cuenta")
     assert login["trace"]["state"]["requested_slot"] == "email"
     sent = await chat.say("maria.garcia@example.com")
@@ -126,15 +138,15 @@ async def test_conversation_and_traces_readable_over_rest(server: ServerProcess)
     await chat.say("where is my order 12345")
     session_id = chat.session["session_id"]
     await chat.close()
-    detail = httpx.get(f"{server.url}/api/conversations/{session_id}", timeout=10).json()
+    detail = httpx.get(f"{server.url}/api/conversations/{session_id}", headers=server.admin_headers, timeout=10).json()
     assert detail["turns"][0]["user_text"] == "where is my order 12345"
     assert detail["turns"][0]["trace"]["intent"]["name"] == "order_status"
     assert detail["state"]["slots"]["order_id"]["value"] == "12345"
-    trace = httpx.get(f"{server.url}/api/conversations/{session_id}/turns/1/trace", timeout=10).json()
+    trace = httpx.get(f"{server.url}/api/conversations/{session_id}/turns/1/trace", headers=server.admin_headers, timeout=10).json()
     assert set(trace["timings_ms"]) >= {"language", "nlu", "dialogue", "response"}
-    listing = httpx.get(f"{server.url}/api/conversations", params={"limit": 500}, timeout=10).json()
+    listing = httpx.get(f"{server.url}/api/conversations", params={"limit": 500}, headers=server.admin_headers, timeout=10).json()
     assert session_id in [item["id"] for item in listing["items"]]
-    assert httpx.get(f"{server.url}/api/conversations/nope", timeout=10).status_code == 404
+    assert httpx.get(f"{server.url}/api/conversations/nope", headers=server.admin_headers, timeout=10).status_code == 404
     schema = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
     assert "/api/conversations/{conversation_id}" in schema["paths"]
 

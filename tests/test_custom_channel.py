@@ -22,8 +22,10 @@ def test_integrator_channel_loaded_by_path_serves_the_same_bot(tmp_path: Path, t
         first = httpx.post(f"{server.url}/rest/chat", json={"text": "where is my order?", "language": "en"}, timeout=30).json()
         assert "order number" in first["text"].lower()
         second = httpx.post(f"{server.url}/rest/chat", json={"text": "12345", "token": first["token"]}, timeout=30).json()
-        assert "Redmi Note 13" in second["text"]  # same storage, same dialogue state across requests
-        listing = httpx.get(f"{server.url}/api/conversations", timeout=10).json()
+        assert "12345" in second["text"] and "Redmi Note 13" not in second["text"]  # asks who is asking
+        third = httpx.post(f"{server.url}/rest/chat", json={"text": "li.wei@example.com", "token": first["token"]}, timeout=30).json()
+        assert "Redmi Note 13" in third["text"]  # same storage, same dialogue state across requests
+        listing = httpx.get(f"{server.url}/api/conversations", headers=server.admin_headers, timeout=10).json()
         assert [item["channel"] for item in listing["items"]] == ["rest"]
     finally:
         server.stop()

@@ -10,13 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ChatClient, ServerProcess, fresh_data_dir
+from tests.conftest import ChatClient, ServerProcess, authorized, fresh_data_dir
 from voicebot.session import DialogueState
 from voicebot.storage import Storage
 
 
 async def _stored(server: ServerProcess, session_id: str) -> dict:  # type: ignore[type-arg]
-    async with httpx.AsyncClient(base_url=server.url) as client:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.admin_headers) as client:
         response = await client.get(f"/api/conversations/{session_id}")
     assert response.status_code == 200
     return response.json()
@@ -92,7 +92,7 @@ async def test_only_this_conversations_answers_can_be_rated(server: ServerProces
 async def test_feedback_before_start_is_refused(server: ServerProcess) -> None:
     from websockets.asyncio.client import connect
 
-    async with connect(server.ws_url) as ws:
+    async with connect(await authorized(server.ws_url)) as ws:
         await ws.send(json.dumps({"type": "feedback", "rating": 5}))
         assert json.loads(await ws.recv())["code"] == "no_session"
 
@@ -103,7 +103,7 @@ async def test_rest_feedback_and_its_validation(server: ServerProcess) -> None:
     session_id = chat.session["session_id"]
     await chat.close()
     base = f"/api/conversations/{session_id}"
-    async with httpx.AsyncClient(base_url=server.url) as client:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.admin_headers) as client:
         assert (await client.post(f"{base}/feedback", json={"rating": 2, "comment": "zu langsam"})).json() == {"saved": True}
         assert (await client.post(f"{base}/turns/1/feedback", json={"rating": -1})).json() == {"saved": True}
         listed = (await client.get("/api/conversations", params={"limit": 500})).json()["items"]
@@ -158,7 +158,7 @@ async def test_feedback_survives_a_restart(tmp_path: Path, trained_models: Path)
         await resumed.send({"type": "feedback", "turn_id": answer["turn_id"], "rating": -1})
         assert (await resumed.expect("feedback_saved"))["rating"] == -1
         await resumed.close()
-        async with httpx.AsyncClient(base_url=second.url) as client:
+        async with httpx.AsyncClient(base_url=second.url, headers=second.admin_headers) as client:
             assert (await client.post(f"/api/conversations/{session_id}/feedback", json={"rating": 3})).status_code == 200
         stored = await _stored(second, session_id)
         assert (stored["rating"], stored["turns"][0]["rating"]) == (3, -1)

@@ -140,14 +140,18 @@ async def test_live_chat_streams_generated_text_and_falls_back_to_the_grounded_t
     server = ServerProcess(fresh_data_dir(tmp_path / "data", trained_models), extra_env=env).start()
     try:
         chat = await ChatClient.open(server.ws_url, language="en")
-        reply = await chat.say("where is my order 12345?")
+        asked = await chat.say("where is my order 12345?")
+        # The identification question is said as written: no model phrases (or adds to) it.
+        assert asked["trace"]["response"]["path"] == "identify" and asked["trace"]["response"]["generator"] is None
+        assert "Redmi Note 13" not in asked["text"] and "generated_text" not in asked["trace"]["response"]
+        reply = await chat.say("li.wei@example.com")
         response = reply["trace"]["response"]
         assert response["generator"] == str(tiny_seq2seq) and response["generated_text"]
         # Random weights say nonsense: the guard rejects it and the grounded answer is final.
         assert response["used"] == "template" and response["guard"]["passed"] is False
         assert "Redmi Note 13" in reply["text"] and "".join(reply["chunks"]) == response["generated_text"]
         assert reply["trace"]["timings_ms"]["generation"] > 0 and "slot_proposals" in reply["trace"]
-        info = json.loads((await asyncio.to_thread(__import__("httpx").get, f"{server.url}/api/generator")).text)
+        info = json.loads((await asyncio.to_thread(__import__("httpx").get, f"{server.url}/api/generator", headers=server.admin_headers)).text)
         assert info == {"backend": "seq2seq", "model": str(tiny_seq2seq), "precision": "float32", "device": "cpu"}
         # Paths the generator does not phrase stay templates.
         handoff = await chat.say("I want to talk to a human agent")

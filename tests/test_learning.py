@@ -188,15 +188,17 @@ async def test_hot_swap_to_the_finetuned_generator_keeps_sessions(generating_ser
     assert before["trace"]["response"]["generator"] == str(tiny_seq2seq)
     await waiting.say("¿cuál es la política de devoluciones?")
 
-    async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.admin_headers, timeout=120) as client:
         swapped = await client.put("/api/generator", json={"model": str(out)})
         assert swapped.status_code == 200, swapped.text
         assert swapped.json()["model"] == str(out)
 
-        after = await talking.say("where is my order 54321?")
+        asked = await talking.say("where is my order 54321?")
+        assert asked["trace"]["response"]["generator"] is None  # identification replies are never generated
+        after = await talking.say("anna.schmidt@example.com")
         assert after["trace"]["response"]["generator"] == str(out)
         assert "54321" in after["text"]
-        assert after["trace"]["turn"] == before["trace"]["turn"] + 1  # the same conversation went on
+        assert after["trace"]["turn"] == before["trace"]["turn"] + 2  # the same conversation went on
         other = await waiting.say("¿qué métodos de pago aceptan?")
         assert other["trace"]["response"]["generator"] == str(out)
         health = (await client.get("/health")).json()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ChatClient, ServerProcess, fresh_data_dir
+from tests.conftest import ChatClient, ServerProcess, authorized, fresh_data_dir
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["graceful", "killed"])
@@ -17,8 +17,9 @@ async def test_restart_and_resume_remembers_order_id(tmp_path: Path, trained_mod
     try:
         chat = await ChatClient.open(first.ws_url, language="en")
         token, session_id = chat.session["token"], chat.session["session_id"]
-        reply = await chat.say("where is my order 54321?")
-        assert "54321" in reply["text"]
+        await chat.say("where is my order 54321?")
+        reply = await chat.say("anna.schmidt@example.com")
+        assert "54321" in reply["text"] and "Router AX3000" in reply["text"]
     finally:
         first.stop(stop_signal)
 
@@ -27,10 +28,10 @@ async def test_restart_and_resume_remembers_order_id(tmp_path: Path, trained_mod
         resumed = await ChatClient.open(second.ws_url, token=token)
         assert resumed.session["resumed"] is True and resumed.session["session_id"] == session_id
         assert resumed.session["history"][0]["user"] == "where is my order 54321?"
-        # "cancel it" needs the order id from before the restart.
+        # "cancel it" needs the order id, and the proof of owning it, from before the restart.
         confirm = await resumed.say("please cancel it")
         assert "54321" in confirm["text"] and confirm["trace"]["state"]["awaiting_confirmation"] == "cancel_order"
-        assert confirm["trace"]["turn"] == 2
+        assert confirm["trace"]["identification"]["via"] == "session" and confirm["trace"]["turn"] == 3
         await resumed.close()
     finally:
         second.stop()
@@ -42,7 +43,9 @@ async def test_reconnect_with_token_continues_same_conversation(server: ServerPr
     await chat.close()
     again = await ChatClient.open(server.ws_url, token=chat.session["token"])
     assert again.session["language"] == "de"
-    answer = await again.say("12345")  # answers the question asked before the reconnect
+    asked = await again.say("12345")  # answers the question asked before the reconnect
+    assert "12345" in asked["text"] and asked["trace"]["identification"]["result"] == "ask"
+    answer = await again.say("meine Telefonnummer ist +86 138 0013 8000")
     assert "12345" in answer["text"] and answer["trace"]["action"]["name"] == "lookup_order"
     await again.close()
 
@@ -52,7 +55,7 @@ async def test_unknown_token_is_refused_clearly(server: ServerProcess) -> None:
 
     from websockets.asyncio.client import connect
 
-    async with connect(server.ws_url) as ws:
+    async with connect(await authorized(server.ws_url)) as ws:
         await ws.send(json.dumps({"type": "resume", "token": "not-a-real-token"}))
         error = json.loads(await ws.recv())
         assert error["type"] == "error" and error["code"] == "resume_failed"

@@ -85,13 +85,14 @@ class CallRecording:
 class Caller:
     """One call to a running bot: ``say`` audio, wait for answers, ``hang_up``."""
 
-    def __init__(self, base_url: str, language: str | None = None, loopback_only: bool = False) -> None:
+    def __init__(self, base_url: str, language: str | None = None, loopback_only: bool = False, api_key: str | None = None) -> None:
         if loopback_only:
             from voicebot.channels.webrtc import use_loopback_candidates_only
 
             use_loopback_candidates_only()
         self.base_url = base_url.rstrip("/")
         self.language = language
+        self.api_key = api_key  # an integrator's key with scope sessions:issue, when anonymous sessions are off
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.mic = SpeechTrack()
         self.recording = CallRecording()
@@ -121,12 +122,20 @@ class Caller:
         if self.language:
             body["language"] = self.language
         async with httpx.AsyncClient() as client:
+            body["access_token"] = await self._access_token(client)
             response = await client.post(f"{self.base_url}/webrtc/offer", json=body, timeout=30)
         answer = response.json()
         if response.status_code != 200:
             raise RuntimeError(f"the bot refused the call: {answer}")
         self.session = answer
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+
+    async def _access_token(self, client: httpx.AsyncClient) -> str:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        response = await client.post(f"{self.base_url}/api/session-token", json={}, headers=headers, timeout=30)
+        if response.status_code != 200:
+            raise RuntimeError(f"the bot gave no session token: {response.text}")
+        return str(response.json()["token"])
 
     async def _record(self, track: MediaStreamTrack) -> None:
         resampler = Resampler(16_000)
@@ -187,8 +196,8 @@ class Caller:
 
 
 async def call_once(url: str, wav: Path, out: Path | None, language: str | None, timeout: float = 60,
-                    loopback_only: bool = False) -> dict[str, Any]:
-    caller = Caller(url, language, loopback_only=loopback_only)
+                    loopback_only: bool = False, api_key: str | None = None) -> dict[str, Any]:
+    caller = Caller(url, language, loopback_only=loopback_only, api_key=api_key)
     await caller.connect()
     try:
         await caller.wait_for("session", timeout=15)

@@ -1,10 +1,11 @@
-"""The ``voicebot`` command: serve, chat, train, check, export-dataset, train generator."""
+"""The ``voicebot`` command: serve, chat, train, check, export-dataset, train generator, rotate-keys."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +26,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from voicebot.server import serve
 
     settings = _settings(args)
+    _check_stored_keys(settings)
     print(f"voicebot: serving {settings.domain.path} on http://{settings.server.host}:{settings.server.port}/", flush=True)
     serve(settings)
     return 0
@@ -121,7 +123,11 @@ def cmd_export_dataset(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"voicebot: {exc}", file=sys.stderr)
         return 2
-    options = ExportOptions(min_turn_rating=args.min_turn_rating, include_unrated=args.include_unrated, extra_patterns=patterns)
+    from voicebot.privacy.crypto import TextCipher
+
+    options = ExportOptions(min_turn_rating=args.min_turn_rating, include_unrated=args.include_unrated, extra_patterns=patterns,
+                            cipher=TextCipher.from_settings(settings.privacy, settings.storage.data_dir, create=False),
+                            stored_pattern_names=tuple(name for named in settings.privacy.extra_patterns.values() for name in named))
     try:
         report = export_dataset(settings.storage.data_dir / "voicebot.sqlite", args.out, options)
     except FileNotFoundError as exc:
@@ -129,6 +135,53 @@ def cmd_export_dataset(args: argparse.Namespace) -> int:
         return 2
     print(report.summary(args.out))
     return 0
+
+
+def _check_stored_keys(settings: Settings) -> None:
+    """Before serving: the configured keys must read the stored conversations (a ConfigError
+    naming the setting otherwise, instead of a traceback from inside the server's start-up)."""
+    import sqlite3
+
+    from voicebot.privacy.sealing import Sealer
+
+    path = settings.storage.data_dir / "voicebot.sqlite"
+    if not path.is_file():
+        return
+    sealer = Sealer.from_settings(settings.privacy, settings.storage.data_dir, create_key=False)
+    db = sqlite3.connect(path)
+    try:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'dialogue_state'").fetchone():
+            sealer.verify(db)
+    finally:
+        db.close()
+
+
+async def _rotate_keys(settings: Settings) -> int:
+    from voicebot.privacy.sealing import Sealer
+    from voicebot.storage import Storage
+
+    path = settings.storage.data_dir / "voicebot.sqlite"
+    if not path.is_file():
+        print(f"voicebot: no conversation database at {path}", file=sys.stderr)
+        return 2
+    sealer = Sealer.from_settings(settings.privacy, settings.storage.data_dir, create_key=False)
+    if not sealer.cipher.has_keys:
+        print(f"voicebot: no encryption key configured ({sealer.cipher.source})", file=sys.stderr)
+        return 2
+    storage = Storage(path, sealer)
+    await storage.open()  # the keys must read what is stored before anything is rewritten
+    try:
+        counts = await storage.rotate_encryption(actor="cli")
+    finally:
+        await storage.close()
+    print(f"re-encrypted {counts['reencrypted']} value(s) under the newest key, encrypted {counts['encrypted']} unencrypted value(s), "
+          f"{counts['current']} already under the newest key ({sealer.cipher.source}).\n"
+          "Every stored value is now under the first key: the others can be removed from the configuration.")
+    return 0
+
+
+def cmd_rotate_keys(args: argparse.Namespace) -> int:
+    return asyncio.run(_rotate_keys(_settings(args)))
 
 
 def _pattern_option(text: str) -> tuple[str, str]:
@@ -178,7 +231,7 @@ def _add_learning_commands(sub: argparse._SubParsersAction) -> None:  # type: ig
                          help="export turns nobody rated too (default)")
     unrated.add_argument("--rated-only", dest="include_unrated", action="store_false", help="export rated turns only")
     export.add_argument("--redact-pattern", action="append", metavar="NAME=REGEX",
-                        help="also replace matches of REGEX with <NAME> (repeatable), e.g. customer_id='CN-\d{8}'")
+                        help=r"also replace matches of REGEX with <NAME> (repeatable), e.g. customer_id='CN-\d{8}'")
     export.set_defaults(func=cmd_export_dataset)
 
     generator = sub.add_parser("train-generator", prog="voicebot train generator",
@@ -225,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("domain_folder", type=Path)
     check.set_defaults(func=cmd_check)
 
+    rotate = sub.add_parser("rotate-keys", help="re-encrypt every stored conversation with the newest key (privacy.encryption_keys, "
+                                                "newest first), so older keys can be retired")
+    common(rotate)
+    rotate.set_defaults(func=cmd_rotate_keys)
+
     _add_learning_commands(sub)
     _add_models_command(sub)
     _add_call_command(sub)
@@ -251,7 +309,8 @@ def _add_models_command(sub: argparse._SubParsersAction) -> None:  # type: ignor
 def cmd_call(args: argparse.Namespace) -> int:
     from voicebot.caller import call_once
 
-    result = asyncio.run(call_once(args.url, args.wav, args.out, args.language, timeout=args.timeout, loopback_only=args.loopback))
+    result = asyncio.run(call_once(args.url, args.wav, args.out, args.language, timeout=args.timeout, loopback_only=args.loopback,
+                                   api_key=os.environ.get("VOICEBOT_API_KEY")))
     for text in result["you"]:
         print(f"you: {text}")
     for text in result["bot"]:
@@ -271,6 +330,7 @@ def _add_call_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     call.add_argument("--language", help="the call's starting language, e.g. de")
     call.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
     call.add_argument("--loopback", action="store_true", help="offer only 127.0.0.1 ICE candidates (bot on this machine)")
+    call.epilog = "A bot that issues no anonymous session tokens needs an API key with scope sessions:issue in VOICEBOT_API_KEY."
     call.set_defaults(func=cmd_call)
 
 

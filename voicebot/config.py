@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -42,7 +42,8 @@ class ServerSettings(_Section):
     channels: list[str] = Field(default_factory=lambda: ["websocket"])
     max_message_chars: int = Field(4000, ge=1, description="Longest user message accepted")
     max_frame_bytes: int = Field(1_048_576, ge=1024, description="Websocket frames above this close the socket")
-    allowed_origins: list[str] = Field(default_factory=list, description="Empty: any origin")
+    allowed_origins: list[str] = Field(default_factory=list, description="Web origins allowed to open sessions; empty: any origin")
+    shutdown_grace_s: float = Field(10.0, ge=0, description="at SIGTERM, live turns get this long to finish before goodbye")
 
 
 class StorageSettings(_Section):
@@ -83,6 +84,8 @@ class VoiceSettings(_Section):
     ice_servers: list[str] = Field(default_factory=list, description="STUN/TURN URLs; empty: host candidates only")
     ice_loopback_only: bool = Field(False, description="offer only 127.0.0.1 (tests, callers on the same machine)")
     max_calls: int = Field(8, ge=1, description="concurrent calls; more are refused with 'busy'")
+    connect_timeout_s: float = Field(30.0, gt=0, description="an answered offer whose peer has not connected by then is ended "
+                                     "(frees its call and session)")
     asr_backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
     asr_model: str = Field("base", description="'base' (bundled multilingual), 'tiny.en', a folder, or a model id")
     asr_device: str = "auto"
@@ -90,9 +93,70 @@ class VoiceSettings(_Section):
     turns: dict[str, float] = Field(default_factory=dict, description="overrides of TurnTakingOptions, e.g. end_of_turn_silence_ms")
 
 
+Scope = Literal["transcripts:read", "feedback:write", "domain:manage", "data:erase", "sessions:issue"]
+SCOPES: tuple[str, ...] = ("transcripts:read", "feedback:write", "domain:manage", "data:erase", "sessions:issue")
+
+
+class ApiKeySettings(_Section):
+    """One API key of the REST/admin API. Store its SHA-256 (``key_sha256``) rather than the key
+    itself where the config file is shared; ``key`` is accepted for environments and tests."""
+
+    name: str = Field(min_length=1, description="who holds the key (appears in the audit log)")
+    key: SecretStr | None = Field(None, description="the key itself (at least 24 characters)")
+    key_sha256: str | None = Field(None, pattern="^[0-9a-f]{64}$", description="hex SHA-256 of the key")
+    tenant: str = Field("default", description="the tenant whose data this key reaches")
+    scopes: list[Scope] = Field(default_factory=lambda: ["transcripts:read"])
+
+
+class AuthSettings(_Section):
+    """Who may open sessions and call the REST API."""
+
+    secret: SecretStr | None = Field(None, description="signing secret of session tokens; unset: secret_file, else generated in the data dir")
+    secret_file: Path | None = Field(None, description="file holding the signing secret")
+    session_token_ttl_s: int = Field(900, ge=10, description="a session token must be used within this time")
+    anonymous_sessions: bool = Field(True, description="anyone may get a session token (public chat widget); false: only "
+                                                      "through an API key with scope sessions:issue")
+    api_keys: list[ApiKeySettings] = Field(default_factory=list)
+
+
+class TenantSettings(_Section):
+    domain: Path = Field(description="folder of this tenant's domain")
+    allowed_origins: list[str] = Field(default_factory=list, description="web origins of this tenant's pages; empty: server.allowed_origins")
+
+
+class LimitSettings(_Section):
+    """Every limit refuses clearly instead of queueing without bound."""
+
+    messages_per_second: float = Field(3.0, gt=0, description="sustained user messages per second and session")
+    message_burst: int = Field(10, ge=1, description="messages a session may send at once before the rate applies")
+    sessions_per_client: int = Field(20, ge=1, description="concurrent sessions from one client address")
+    max_sessions: int = Field(2000, ge=1, description="concurrent sessions of the whole server (chat and calls)")
+    session_tokens_per_minute: int = Field(60, ge=1, description="session tokens one client address may get per minute")
+    send_timeout_s: float = Field(10.0, gt=0, description="a client that does not read for this long is disconnected")
+    start_timeout_s: float = Field(30.0, gt=0, description="a websocket that opens no session within this time is closed")
+    refusals_before_close: int = Field(50, ge=1, description="rate-limited messages in a row after which the connection is "
+                                                             "closed (1008): the client ignores retry_after")
+
+
+class PrivacySettings(_Section):
+    redact_stored: bool = Field(True, description="mask PII in stored transcripts, traces and logs")
+    generator_sees_raw: bool = Field(False, description="the generator model sees real values (false: masked ones)")
+    extra_patterns: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="more PII patterns per locale ('*' for all): {locale: {name: regex}}")
+    encrypt_at_rest: bool = Field(True, description="encrypt stored conversation text")
+    encryption_keys: list[SecretStr] = Field(default_factory=list, description="Fernet keys, newest first (rotation); env "
+                                             "VOICEBOT_PRIVACY__ENCRYPTION_KEYS='[\"k1\",\"k0\"]'")
+    encryption_keys_file: Path | None = Field(None, description="file with one Fernet key per line, newest first")
+    retention_days: float | None = Field(90, gt=0, description="conversations idle longer are deleted; unset: kept")
+    retention_check_s: float = Field(3600, gt=0, description="how often the retention job runs")
+
+
 class PipelineSettings(_Section):
     queue_size: int = Field(32, ge=1, description="Bound of each inter-stage queue")
     turn_timeout_s: float = Field(15.0, gt=0)
+    stage_timeout_s: float | None = Field(10.0, gt=0, description="a stage call (language ID, NLU, dialogue, generation) taking longer "
+                                          "is cancelled and the caller gets the polite fallback; keep it below turn_timeout_s. "
+                                          "Storage is bounded by SQLite's busy timeout instead")
     history_turns: int = Field(10, ge=0)
 
 
@@ -107,6 +171,10 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     voice: VoiceSettings = Field(default_factory=VoiceSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    tenants: dict[str, TenantSettings] = Field(default_factory=dict, description="empty: one tenant 'default' serving domain.path")
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
 
     @classmethod
     def settings_customise_sources(

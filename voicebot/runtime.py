@@ -10,16 +10,23 @@ import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from voicebot.access.control import AccessControl
 from voicebot.config import ConfigError, Settings
+from voicebot.dialogue.domain import DomainError
 from voicebot.dialogue.engine import DialogueEngine
 from voicebot.events import BotMessage, BotReply, ErrorEvent, Event, UserText
+from voicebot.limits import MessageRateLimiter, SessionLimiter, SessionSlot
 from voicebot.pipeline import SessionPipeline, Stage, TurnContext
 from voicebot.pipelines.generation.stage import GenerationStage
 from voicebot.pipelines.lid.stage import TextLanguageStage
 from voicebot.pipelines.nlu.stage import NluStage
-from voicebot.session import Session
+from voicebot.privacy.logs import LogRedaction
+from voicebot.privacy.retention import RetentionJob
+from voicebot.privacy.sealing import Sealer
+from voicebot.session import HistoryEntry, Session
 from voicebot.stages import DialogueStage, PersistStage, ResponseStreamStage
 from voicebot.storage import Storage
 
@@ -31,7 +38,27 @@ log = logging.getLogger(__name__)
 
 
 class ResumeError(Exception):
-    """The resume token is unknown (or its conversation is gone)."""
+    """The resume token is unknown (or its conversation is gone, or belongs to another tenant)."""
+
+
+class DomainProblems(Exception):
+    """A domain folder that does not load; the message lists its problems with file and line."""
+
+
+class ShuttingDown(Exception):
+    """The server is stopping (SIGTERM): new sessions are refused while live ones finish."""
+
+
+class UnknownTenant(Exception):
+    """A session was asked for a tenant this server does not host."""
+
+
+DEFAULT_TENANT = "default"
+
+
+def tenant_domains(settings: Settings) -> dict[str, Path]:
+    """The tenants this server hosts and their domain folders; one 'default' tenant unless configured."""
+    return {name: tenant.domain for name, tenant in settings.tenants.items()} or {DEFAULT_TENANT: settings.domain.path}
 
 
 class SessionHandle:
@@ -42,11 +69,14 @@ class SessionHandle:
         self.session = session
         self.token = token
         self.resumed = resumed
+        self.engine = runtime.engines[session.tenant]  # the tenant's domain: its intents, actions and knowledge base only
         self.pipeline = SessionPipeline(
-            runtime.text_stages(), session, queue_size=runtime.settings.pipeline.queue_size, on_error=self._stage_failed
+            runtime.text_stages(self.engine), session, queue_size=runtime.settings.pipeline.queue_size, on_error=self._stage_failed,
+            stage_timeout_s=runtime.settings.pipeline.stage_timeout_s,
         )
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._closed = False
+        self.slot: SessionSlot | None = None  # its place in the session limits, set by open_session
 
     @property
     def id(self) -> str:
@@ -88,18 +118,40 @@ class SessionHandle:
 
     async def _time_out(self, turn_id: str) -> None:
         if turn_id in self.pipeline.turns and self.pipeline.cancel_turn(turn_id):
-            log.warning("session %s: turn %s timed out", self.id, turn_id)
-            text, _ = self.runtime.engine.locales.message("error_internal", self.session.state.language)
+            # The turn id is the trace id: the client got it in 'ack', the operator greps for it.
+            log.error("session %s: turn %s timed out after %.1f s; the caller got the fallback", self.id, turn_id,
+                      self.runtime.settings.pipeline.turn_timeout_s)
+            text, _ = self.offer_human()
             await self.pipeline.emit(ErrorEvent(session_id=self.id, turn_id=turn_id, code="turn_timeout", message=text))
 
     def _stage_failed(self, stage: Stage, exc: BaseException, event: Event, turn: TurnContext) -> list[Event]:
-        """A failing stage still gives the customer a polite answer, and the turn is stored."""
+        """A failing stage still gives the customer a polite answer in their language, offering a
+        human (a "yes" next accepts), and the turn is stored under its own index."""
+        state = self.session.state
         if isinstance(stage, PersistStage):
-            return [ErrorEvent(session_id=self.id, turn_id=turn.turn_id, code="storage_failed",
-                               message="Your message could not be saved. Please send it again.")]
-        text, language = self.runtime.engine.locales.message("error_internal", self.session.state.language)
-        turn.trace["response"] = {"path": "error", "reason": f"{stage.name} failed: {type(exc).__name__}"}
+            text, _ = self.engine.locales.message("error_storage", state.language)
+            log.error("session %s: turn %s could not be stored (%s: %s)", self.id, turn.turn_id, type(exc).__name__, exc)
+            return [ErrorEvent(session_id=self.id, turn_id=turn.turn_id, code="storage_failed", message=text)]
+        text, language = self.offer_human()
+        if "turn" not in turn.trace:
+            # The dialogue never finished this turn: without its own index it would be stored over
+            # the previous turn (turns are keyed by index). A gap is harmless; an overwrite is not.
+            state.turn_count += 1
+            turn.trace["turn"] = state.turn_count
+            state.history.append(HistoryEntry(turn.user_text, text, None, language))
+        elif state.history and state.history[-1].user == turn.user_text:
+            state.history[-1].bot = text  # what the customer really got
+        turn.trace["response"] = {"path": "error", "reason": f"{stage.name} failed: {type(exc).__name__}", "key": "error_internal",
+                                  "language": language, "handoff_offered": True}
         return [BotReply(session_id=self.id, turn_id=turn.turn_id, text=text, language=language, path="error")]
+
+    def offer_human(self) -> tuple[str, str]:
+        """The apology that offers a human agent; a pending confirmation is dropped (the customer
+        never heard that question, and their "yes" now answers the offer)."""
+        state = self.session.state
+        state.handoff_offered = True
+        state.awaiting_confirmation = None
+        return self.engine.locales.message("error_internal", state.language)
 
     async def close(self) -> None:
         if self._closed:
@@ -107,8 +159,13 @@ class SessionHandle:
         self._closed = True
         for timer in self._timers.values():
             timer.cancel()
-        await self.pipeline.close()
-        self.runtime.sessions.pop(self.id, None)
+        try:
+            await self.pipeline.close()
+        finally:
+            self.runtime.sessions.pop(self.id, None)
+            if self.slot is not None:
+                self.slot.release()  # after the drain: the slot stands for the work the session holds
+            self.runtime.message_rate.forget(self.id)
         try:
             await self.runtime.storage.end_conversation(self.id)
         except Exception:  # storage closing at shutdown must not mask the session's end
@@ -119,26 +176,66 @@ class BotRuntime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.data_dir = settings.storage.data_dir
-        self.storage = Storage(self.data_dir / "voicebot.sqlite")
-        self.engine: DialogueEngine | None = None  # type: ignore[assignment]
+        # Stored text is redacted and encrypted (privacy.*); a bad key setting fails here, clearly.
+        self.storage = Storage(self.data_dir / "voicebot.sqlite", Sealer.from_settings(settings.privacy, self.data_dir))
+        self.retention = RetentionJob(self.storage, settings.privacy, lambda: list(self.sessions))
+        self._log_redaction: LogRedaction | None = None
+        self.draining = False  # set at SIGTERM: no new sessions
+        self.access = AccessControl(settings, list(tenant_domains(settings)), self.data_dir)
+        self.engines: dict[str, DialogueEngine] = {}
         self.generator: Seq2SeqGenerator | None = None
         self.voice: VoiceServices | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.sessions: dict[str, SessionHandle] = {}
+        self.session_limiter = SessionLimiter.from_settings(settings.limits)
+        self.message_rate = MessageRateLimiter.from_settings(settings.limits)  # per session id; channels call hit()
         self._swap_lock = asyncio.Lock()
 
     async def start(self) -> None:
         await self.storage.open()
+        if self.settings.privacy.redact_stored:  # handlers exist by now (uvicorn configures its own first)
+            self._log_redaction = LogRedaction(self.storage.sealer.patterns.everything).install()
         # Training (first start only) takes seconds of CPU: keep the loop responsive meanwhile.
-        self.engine = await asyncio.to_thread(
-            DialogueEngine.from_folder, self.settings.domain.path, self.settings.nlu, self.settings.language, self.data_dir
-        )
+        for tenant, folder in tenant_domains(self.settings).items():
+            self.engines[tenant] = await asyncio.to_thread(self._load_engine, tenant, folder)
         if "webrtc" in self.settings.server.channels:
             self.voice = await asyncio.to_thread(self._load_voice)
         if self.settings.generation.backend == "seq2seq":
             if not self.settings.generation.model:
                 raise ConfigError("generation.model must name a seq2seq model folder or id when generation.backend = 'seq2seq'")
             self.generator = await asyncio.to_thread(self._load_generator, self.settings.generation.model)
+        self.retention.start()
+
+    @property
+    def engine(self) -> DialogueEngine:
+        """The first tenant's engine (the only one unless tenants are configured)."""
+        return next(iter(self.engines.values()))
+
+    def _load_engine(self, tenant: str, folder: Path) -> DialogueEngine:
+        # The default tenant keeps the data dir's top level, where single-tenant servers kept their models.
+        data_dir = self.data_dir if tenant == DEFAULT_TENANT else self.data_dir / "tenants" / tenant
+        return DialogueEngine.from_folder(folder, self.settings.nlu, self.settings.language, data_dir)
+
+    async def reload_domain(self, tenant: str) -> DialogueEngine:
+        """Load the tenant's domain folder again and serve it to new sessions; sessions already
+        open finish on the engine they started with, which is closed once the last one ends."""
+        try:
+            fresh = await asyncio.to_thread(self._load_engine, tenant, tenant_domains(self.settings)[tenant])
+        except DomainError as exc:
+            raise DomainProblems(str(exc)) from None
+        old, self.engines[tenant] = self.engines[tenant], fresh
+        self._spawn(self._retire_engine(old))
+        return fresh
+
+    async def _retire_engine(self, engine: DialogueEngine) -> None:
+        while any(handle.engine is engine for handle in self.sessions.values()):
+            await asyncio.sleep(1.0)
+        await engine.close()
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _load_voice(self) -> VoiceServices:
         """VAD, recogniser and voices, loaded once for every call of the process."""
@@ -160,11 +257,17 @@ class BotRuntime:
             recognizer = FasterWhisperRecognizer(options.asr_model, device=options.asr_device, max_batch=options.asr_max_batch)
         return VoiceServices(SileroModel(), recognizer, VoiceRouter.default(), TurnTakingOptions(**options.turns))
 
+    async def erase_customer(self, user_id: str, tenant: str | None = None, *, actor: str = "api") -> dict[str, Any]:
+        """Right to erasure: end the customer's live sessions (of ``tenant`` when given), then
+        delete everything stored about them (``Storage.erase_customer``: counts, audit id)."""
+        for handle in list(self.sessions.values()):
+            if handle.session.user_id == user_id and tenant in (None, handle.session.tenant):
+                await handle.close()
+        return await self.storage.erase_customer(user_id, tenant, actor=actor)
+
     def record_interruption(self, conversation_id: str, turn_id: str, delivered: str) -> None:
         """Barge-in: store what the caller actually heard of that turn's answer."""
-        task = asyncio.get_running_loop().create_task(self.storage.record_interruption(conversation_id, turn_id, delivered))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(self.storage.record_interruption(conversation_id, turn_id, delivered))
 
     def _load_generator(self, model: str) -> Seq2SeqGenerator:
         from voicebot.pipelines.generation.seq2seq import Seq2SeqGenerator
@@ -186,10 +289,11 @@ class BotRuntime:
             return fresh
 
     async def close(self) -> None:
+        await self.retention.stop()
         for handle in list(self.sessions.values()):
             await handle.close()
-        if self.engine is not None:
-            await self.engine.close()
+        for engine in self.engines.values():
+            await engine.close()
         if self.generator is not None:
             await asyncio.to_thread(self.generator.close)
         if self.voice is not None:
@@ -197,46 +301,69 @@ class BotRuntime:
             self.voice.voices.close()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.storage.close()
+        if self._log_redaction is not None:
+            self._log_redaction.remove()
 
-    def text_stages(self) -> list[Stage]:
-        assert self.engine is not None
+    def text_stages(self, engine: DialogueEngine) -> list[Stage]:
         generation = self.settings.generation
         return [
-            TextLanguageStage(self.engine),
-            NluStage(self.engine),
-            DialogueStage(self.engine, self if generation.state_tracking else None),
-            GenerationStage(self, self.engine.detector, generation),
+            TextLanguageStage(engine),
+            NluStage(engine),
+            DialogueStage(engine, self if generation.state_tracking else None),
+            GenerationStage(self, engine.detector, generation, self.settings.privacy),
             ResponseStreamStage(),
             PersistStage(self.storage),
         ]
 
     async def open_session(self, channel: str, *, resume_token: str | None = None, language: str | None = None,
-                           user_id: str | None = None) -> SessionHandle:
-        assert self.engine is not None
-        if resume_token:
-            found = await self.storage.resume(resume_token)
-            if found is None:
-                raise ResumeError("unknown or expired resume token")
-            info, state = found
-            previous = self.sessions.get(info["id"])
-            if previous is not None:  # the same conversation reconnected: the old socket is stale
-                await previous.close()
-            session = Session(info["id"], channel, state, info["user_id"])
-            handle = SessionHandle(self, session, resume_token, resumed=True)
-        else:
-            if user_id and not language:
-                profile = await self.storage.get_profile(user_id)
-                language = profile["preferred_language"] if profile else None
-            state = self.engine.new_state(language)
-            session = Session(Session.new_id(), channel, state, user_id)
-            token = secrets.token_urlsafe(24)
-            await self.storage.create_conversation(session.id, token, channel, state.language, user_id, state)
-            handle = SessionHandle(self, session, token, resumed=False)
+                           user_id: str | None = None, tenant: str | None = None, client: str | None = None,
+                           customer: dict[str, str] | None = None) -> SessionHandle:
+        """Start or resume a conversation of ``tenant`` (default: the first); a resume token of
+        another tenant's conversation is refused like an unknown one. ``customer`` is an identity
+        the integrator's backend verified (a session token's claim): the customer need not prove
+        who they are before the bot shows their orders.
+
+        ``client`` (the peer's address) counts toward ``limits.sessions_per_client``; beyond a
+        limit ``LimitExceeded`` is raised before anything is created or stored. The session's
+        slot is released by ``SessionHandle.close``, or here when opening fails."""
+        if self.draining:
+            raise ShuttingDown("the server is restarting; reconnect in a moment")
+        tenant = tenant or next(iter(self.engines))
+        if tenant not in self.engines:
+            raise UnknownTenant(f"this server hosts no tenant {tenant!r}")
+        engine = self.engines[tenant]
+        slot: SessionSlot | None = None
+        try:
+            if resume_token:
+                found = await self.storage.resume(resume_token)
+                if found is None or found[0]["tenant"] != tenant:
+                    raise ResumeError("unknown or expired resume token")
+                info, state = found
+                previous = self.sessions.get(info["id"])
+                if previous is not None:  # the same conversation reconnected: the old socket is stale
+                    await previous.close()  # first, so its slot is free for the new connection
+                slot = self.session_limiter.acquire(client)
+                session = Session(info["id"], channel, state, info["user_id"], tenant)
+                handle = SessionHandle(self, session, resume_token, resumed=True)
+            else:
+                slot = self.session_limiter.acquire(client)
+                if user_id and not language:
+                    profile = await self.storage.get_profile(user_id)
+                    language = profile["preferred_language"] if profile else None
+                state = engine.new_state(language, identity=customer)
+                session = Session(Session.new_id(), channel, state, user_id, tenant)
+                token = secrets.token_urlsafe(24)
+                await self.storage.create_conversation(session.id, token, channel, state.language, user_id, state, tenant=tenant)
+                handle = SessionHandle(self, session, token, resumed=False)
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+        handle.slot = slot
         self.sessions[session.id] = handle
         handle.start()
         return handle
 
     def welcome(self, handle: SessionHandle) -> dict[str, Any]:
-        assert self.engine is not None
-        text, language = self.engine.locales.message("welcome", handle.session.state.language)
+        text, language = handle.engine.locales.message("welcome", handle.session.state.language)
         return {"text": text, "language": language}
