@@ -23,6 +23,7 @@ from voicebot.access.tokens import AccessDenied
 from voicebot.channels.base import Channel
 from voicebot.channels.registry import load_channel_class
 from voicebot.config import Settings
+from voicebot.privacy.masking import redact_turn
 from voicebot.resources import web_dir
 from voicebot.runtime import BotRuntime, DomainProblems
 
@@ -275,10 +276,13 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/api/conversations/{conversation_id}", response_model=ConversationDetail, tags=["conversations"],
              responses={404: {"description": "no such conversation"}})
     async def get_conversation(conversation_id: str, caller: Caller = Depends(requires("transcripts:read"))) -> ConversationDetail:
-        """One conversation with every turn, its trace, and the current dialogue state."""
+        """One conversation with every turn, its trace, and the current dialogue state (PII masked
+        like the transcript: the state keeps real values, encrypted, for the live conversation only)."""
         found = await runtime.storage.get_conversation(conversation_id, tenant=caller.tenant)
         if found is None:
             raise HTTPException(404, f"no conversation {conversation_id!r}")
+        if settings.privacy.redact_stored and found["state"] is not None:
+            found["state"] = redact_turn([], found["state"], runtime.storage.sealer.patterns.everything)[1]
         return ConversationDetail(**found)
 
     @app.get("/api/conversations/{conversation_id}/turns/{turn_index}/trace", tags=["conversations"],
