@@ -207,11 +207,21 @@ class TurnEnded(Exception):
     pass
 
 
+_http: dict[int, httpx.AsyncClient] = {}
+
+
 async def authorized_url(ws_url: str) -> str:
-    """``ws_url`` with a session token, fetched anonymously like the chat page does."""
+    """``ws_url`` with a session token, fetched anonymously like the chat page does. One HTTP
+    client per event loop: building one per session (an SSL context each) would cost the client
+    more CPU than the server spends, on the same cores."""
     base = ws_url.replace("ws://", "http://", 1).replace("wss://", "https://", 1).rsplit("/ws", 1)[0]
-    async with httpx.AsyncClient() as http:
-        response = await http.post(f"{base}/api/session-token", json={}, timeout=30)
+    loop = id(asyncio.get_running_loop())
+    if loop not in _http:
+        _http[loop] = httpx.AsyncClient(limits=httpx.Limits(max_connections=64), timeout=30)
+    try:
+        response = await _http[loop].post(f"{base}/api/session-token", json={})
+    except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):  # a kept-alive connection closed as idle
+        response = await _http[loop].post(f"{base}/api/session-token", json={})
     response.raise_for_status()
     return f"{ws_url}?access_token={response.json()['token']}"
 
