@@ -235,6 +235,9 @@ async def test_erasure_through_the_api_stays_in_the_keys_tenant_and_is_audited(t
     kept = httpx.get(f"{api}/api/conversations/{ids['globex']}", headers=bearer(GLOBEX_KEY), timeout=10).json()
     assert kept["user_id"] == "cust-42" and "<EMAIL>" in kept["turns"][0]["user_text"]
     assert "erase.me@example.com" not in json.dumps(kept)  # nor in its trace or dialogue state
+    assert erased.json()["profiles"] == 0  # the profile stays while globex still serves this customer
+    globex_erased = httpx.delete(f"{api}/api/customers/cust-42", headers=tenants_server.admin_headers, params={"tenant": "globex"}, timeout=30)
+    assert globex_erased.json()["conversations"] == 1 and globex_erased.json()["profiles"] == 1
     audit = httpx.get(f"{api}/api/audit", headers=bearer(ACME_KEY), timeout=10).json()
     record = next(item for item in audit["items"] if item["id"] == erased.json()["audit_id"])
     assert (record["action"], record["actor"], record["tenant"]) == ("erase_customer", "acme-support", "acme")

@@ -299,13 +299,14 @@ async def test_erasure_removes_one_customer_from_the_file_and_nobody_else(tmp_pa
             assert b"alice-marker-kumquat" in before
 
         result = await storage.erase_customer("alice", "default", actor="support-admin")
-        assert {k: result[k] for k in ("conversations", "turns", "states", "profiles")} == {"conversations": 2, "turns": 2, "states": 2, "profiles": 1}
+        # The profile (name, preferred language; no conversation text) stays while tenant acme still serves alice.
+        assert {k: result[k] for k in ("conversations", "turns", "states", "profiles")} == {"conversations": 2, "turns": 2, "states": 2, "profiles": 0}
         assert result["wiped"] is True
 
         after = raw_bytes(path)
         assert b"alice-marker-kumquat" not in after
         assert not [value for value in stored if value.encode() in after]  # not even the ciphertext is left
-        assert await storage.get_conversation("alice-1") is None and await storage.get_profile("alice") is None
+        assert await storage.get_conversation("alice-1") is None and await storage.get_profile("alice") is not None
         # Other customers, and the same id in another tenant, are untouched.
         bob = await storage.get_conversation("bob-1")
         assert bob is not None and bob["turns"][0]["user_text"].startswith("bob-marker-quince")
@@ -317,6 +318,9 @@ async def test_erasure_removes_one_customer_from_the_file_and_nobody_else(tmp_pa
         assert sorted(audit[0]["detail"]["conversation_ids"]) == ["alice-1", "alice-2"]
         assert (await storage.list_audit("acme", 10, 0))[0] == 0
         assert b"alice\"" not in json.dumps(raw_rows(path, "SELECT * FROM audit_log")).encode()
+        # Erased in acme too: now the profile goes.
+        assert (await storage.erase_customer("alice", "acme", actor="support-admin"))["profiles"] == 1
+        assert await storage.get_profile("alice") is None
     finally:
         await storage.close()
 

@@ -19,10 +19,6 @@ from collections.abc import Collection, Sequence
 _CHUNK = 500  # ids per statement, well below SQLite's bound-parameter limit
 
 
-def has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
-    return any(row[1] == column for row in db.execute(f"PRAGMA table_info({table})"))
-
-
 def delete_conversations(db: sqlite3.Connection, ids: Sequence[str]) -> Counter[str]:
     """Delete conversations with their turns and dialogue state; how many rows of each went."""
     counts: Counter[str] = Counter()
@@ -38,9 +34,8 @@ def delete_conversations(db: sqlite3.Connection, ids: Sequence[str]) -> Counter[
 def idle_conversations(db: sqlite3.Connection, cutoff: float, keep: Collection[str], limit: int) -> list[tuple[str, str | None]]:
     """Up to ``limit`` conversations (id, tenant) not updated since ``cutoff``, oldest first, except
     those in ``keep`` (sessions still connected)."""
-    tenant = "tenant" if has_column(db, "conversations", "tenant") else "NULL"
     rows = db.execute(
-        f"SELECT id, {tenant} FROM conversations WHERE updated_at < ? AND id NOT IN (SELECT value FROM json_each(?)) "
+        "SELECT id, tenant FROM conversations WHERE updated_at < ? AND id NOT IN (SELECT value FROM json_each(?)) "
         "ORDER BY updated_at LIMIT ?",
         (cutoff, json.dumps(list(keep)), limit),
     ).fetchall()
@@ -56,7 +51,7 @@ def delete_idle_profiles(db: sqlite3.Connection, cutoff: float) -> int:
 
 
 def customer_conversations(db: sqlite3.Connection, user_id: str, tenant: str | None) -> list[str]:
-    if tenant is not None and has_column(db, "conversations", "tenant"):
+    if tenant is not None:
         rows = db.execute("SELECT id FROM conversations WHERE user_id = ? AND tenant = ?", (user_id, tenant))
     else:
         rows = db.execute("SELECT id FROM conversations WHERE user_id = ?", (user_id,))
@@ -64,10 +59,13 @@ def customer_conversations(db: sqlite3.Connection, user_id: str, tenant: str | N
 
 
 def delete_profile(db: sqlite3.Connection, user_id: str, tenant: str | None) -> int:
-    """The customer's profile. Profiles are keyed by user id alone unless the table has a tenant
-    column: then only ``tenant``'s profile goes."""
-    if tenant is not None and has_column(db, "user_profiles", "tenant"):
-        return db.execute("DELETE FROM user_profiles WHERE user_id = ? AND tenant = ?", (user_id, tenant)).rowcount
+    """The customer's profile (keyed by user id alone). An erasure in one tenant must not reach
+    into another: while another tenant still has conversations of this user id, its profile
+    stays (it holds a display name and a preferred language, no conversation text)."""
+    if tenant is not None:
+        others = db.execute("SELECT 1 FROM conversations WHERE user_id = ? AND tenant != ? LIMIT 1", (user_id, tenant)).fetchone()
+        if others is not None:
+            return 0
     return db.execute("DELETE FROM user_profiles WHERE user_id = ?", (user_id,)).rowcount
 
 
