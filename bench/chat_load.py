@@ -210,18 +210,27 @@ class TurnEnded(Exception):
 _http: dict[int, httpx.AsyncClient] = {}
 
 
+def http_base(ws_url: str) -> str:
+    return ws_url.replace("ws://", "http://", 1).replace("wss://", "https://", 1).rsplit("/ws", 1)[0]
+
+
+async def request_session_token(http: httpx.AsyncClient, base: str) -> httpx.Response:
+    """POST /api/session-token, anonymous like the chat page. Tried twice: a kept-alive HTTP
+    connection the server closes as idle just as a request goes out fails that request (the
+    keep-alive race of every HTTP client), and a second token costs nothing."""
+    try:
+        return await http.post(f"{base}/api/session-token", json={})
+    except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+        return await http.post(f"{base}/api/session-token", json={})
+
+
 async def authorized_url(ws_url: str) -> str:
-    """``ws_url`` with a session token, fetched anonymously like the chat page does. One HTTP
-    client per event loop: building one per session (an SSL context each) would cost the client
-    more CPU than the server spends, on the same cores."""
-    base = ws_url.replace("ws://", "http://", 1).replace("wss://", "https://", 1).rsplit("/ws", 1)[0]
+    """``ws_url`` with a session token. One HTTP client per event loop: building one per session
+    (an SSL context each) would cost the client more CPU than the server spends, on the same cores."""
     loop = id(asyncio.get_running_loop())
     if loop not in _http:
         _http[loop] = httpx.AsyncClient(limits=httpx.Limits(max_connections=64), timeout=30)
-    try:
-        response = await _http[loop].post(f"{base}/api/session-token", json={})
-    except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):  # a kept-alive connection closed as idle
-        response = await _http[loop].post(f"{base}/api/session-token", json={})
+    response = await request_session_token(_http[loop], http_base(ws_url))
     response.raise_for_status()
     return f"{ws_url}?access_token={response.json()['token']}"
 

@@ -44,7 +44,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from chat_load import SCRIPTS, ServerProcess, pct  # noqa: E402  (a sibling script, not a package)
+from chat_load import SCRIPTS, ServerProcess, http_base, pct, request_session_token  # noqa: E402  (a sibling script, not a package)
 
 MiB = 2**20
 
@@ -84,27 +84,18 @@ class Client:
 
     def __init__(self, ws_url: str, http: httpx.AsyncClient, api_headers: dict[str, str] | None, config: LoadConfig) -> None:
         self.ws_url = ws_url
-        self.base = ws_url.replace("ws://", "http://", 1).replace("wss://", "https://", 1).rsplit("/ws", 1)[0]
+        self.base = http_base(ws_url)
         self.http = http
         self.api_headers = api_headers or {}
         self.config = config
 
     async def connect(self) -> ClientConnection:
-        response = await self.session_token()
+        response = await request_session_token(self.http, self.base)
         url = self.ws_url
         if response.status_code != 404:  # servers before access control need no token
             response.raise_for_status()
             url = f"{self.ws_url}?access_token={response.json()['token']}"
         return await connect(url, max_size=8 * MiB, open_timeout=self.config.turn_timeout_s, ping_interval=None, close_timeout=5)
-
-    async def session_token(self) -> httpx.Response:
-        """POST /api/session-token, anonymous like the chat page. Tried twice: a kept-alive HTTP
-        connection the server closes as idle just as a request goes out fails that request (the
-        keep-alive race of every HTTP client), and a second token costs nothing."""
-        try:
-            return await self.http.post(f"{self.base}/api/session-token", json={})
-        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
-            return await self.http.post(f"{self.base}/api/session-token", json={})
 
 
 async def _recv(ws: ClientConnection, timeout: float) -> dict[str, Any]:
