@@ -61,7 +61,7 @@ def to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
 def synthesise(folder: Path) -> list[tuple[str, str, np.ndarray]]:
     import soundfile as sf
 
-    from voicebot.models import available_models
+    from voicebot.voice.models import available_models
 
     espeak = shutil.which("espeak-ng")
     joe = next(m for m in available_models() if m["name"] == "piper-en_US-joe-medium")

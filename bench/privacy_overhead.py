@@ -34,8 +34,8 @@ from cryptography.fernet import Fernet
 
 from voicebot.config import PrivacySettings
 from voicebot.privacy.sealing import Sealer
-from voicebot.session import DialogueState, HistoryEntry, SlotValue
-from voicebot.storage import Storage, StoredTurn
+from voicebot.core.session import DialogueState, HistoryEntry, SlotValue
+from voicebot.storage.sqlite import Storage, StoredTurn
 
 PLAIN = ("Hi, where is my order 12345? It was supposed to arrive on 2026-12-03.",
          "Order 12345 (Redmi Note 13) has shipped and should arrive on 2026-12-03. The total was 189.90 EUR.")

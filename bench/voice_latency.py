@@ -26,8 +26,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from voicebot.audio import OUT_RATE, Resampler
-from voicebot.caller import Caller
+from voicebot.voice.audio import OUT_RATE, Resampler
+from voicebot.channels.webrtc.caller import Caller
 
 QUESTIONS = [
     ("en", "What is your return policy?"),

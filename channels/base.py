@@ -10,7 +10,7 @@ events for its clients:
   ``BotAudioChunk``, ``ErrorEvent``...), which the channel renders in its own format;
 * ``handle.close()`` ends the conversation; ``drain()`` says goodbye at a graceful shutdown and
   ``close()`` stops the channel;
-* limits (voicebot/limits.py): pass the peer's address as ``open_session(..., client=address)`` so
+* limits (voicebot/access/limits.py): pass the peer's address as ``open_session(..., client=address)`` so
   it counts toward ``limits.sessions_per_client`` (``LimitExceeded`` when refused), and call
   ``runtime.message_rate.hit(handle.id)`` before each user message to apply the message rate.
 
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, ClassVar
 from starlette.routing import BaseRoute
 
 if TYPE_CHECKING:
-    from voicebot.runtime import BotRuntime
+    from voicebot.core.runtime import BotRuntime
 
 
 class Channel(ABC):

@@ -9,8 +9,8 @@ from voicebot.channels.base import Channel
 from voicebot.config import ConfigError
 
 BUILTIN = {
-    "websocket": "voicebot.channels.websocket_chat:WebsocketChatChannel",
-    "webrtc": "voicebot.channels.webrtc:WebRTCChannel",
+    "websocket": "voicebot.channels.websocket.channel:WebsocketChatChannel",
+    "webrtc": "voicebot.channels.webrtc.channel:WebRTCChannel",
 }
 
 

@@ -28,7 +28,7 @@ pytest.importorskip("faster_whisper")
 sf = pytest.importorskip("soundfile")
 signal = pytest.importorskip("scipy.signal")
 
-from voicebot.models import (  # noqa: E402
+from voicebot.voice.models import (  # noqa: E402
     BASE_FOLDER,
     ModelNotAvailable,
     available_models,
@@ -322,7 +322,7 @@ def test_local_folder_and_bundled_tiny_en(tmp_path: Path) -> None:
 
 def test_uncached_hub_model_fails_fast_offline(tmp_path: Path) -> None:
     # In a subprocess with an empty Hugging Face cache, so a hang would show as a timeout here.
-    code = ("from voicebot.models import resolve_whisper, ModelNotAvailable\n"
+    code = ("from voicebot.voice.models import resolve_whisper, ModelNotAvailable\n"
             "try:\n    resolve_whisper('Systran/faster-whisper-small')\nexcept ModelNotAvailable as e:\n    print('ERR', e)\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)

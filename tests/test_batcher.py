@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from voicebot.batching import Batcher, BatchItem
+from voicebot.core.batching import Batcher, BatchItem
 
 
 async def test_concurrent_requests_share_batches_and_get_their_own_results() -> None:

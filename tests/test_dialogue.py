@@ -18,7 +18,7 @@ from voicebot.dialogue.engine import DialogueEngine
 from voicebot.dialogue.locales import Locales
 from voicebot.dialogue.tracker import Understood
 from voicebot.resources import demo_domain_dir
-from voicebot.session import DialogueState
+from voicebot.core.session import DialogueState
 
 
 class _OrderService(BaseHTTPRequestHandler):

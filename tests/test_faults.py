@@ -32,9 +32,9 @@ from websockets.asyncio.client import connect
 
 from tests.conftest import ChatClient, ServerProcess, authorized, fresh_data_dir
 from voicebot.config import Settings
-from voicebot.events import BotMessage, ErrorEvent, Event
-from voicebot.pipeline import TurnContext
-from voicebot.runtime import BotRuntime, SessionHandle
+from voicebot.core.events import BotMessage, ErrorEvent, Event
+from voicebot.core.pipeline import TurnContext
+from voicebot.core.runtime import BotRuntime, SessionHandle
 
 FALLBACK_OFFERS = {  # error_internal, per language: it must offer a human
     "en": "agent", "de": "Mitarbeiter", "es": "agente", "fr": "conseiller", "zh": "人工客服",

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from tests.conftest import ChatClient, ServerProcess, authorized, fresh_data_dir
-from voicebot.session import DialogueState
-from voicebot.storage import Storage
+from voicebot.core.session import DialogueState
+from voicebot.storage.sqlite import Storage
 
 
 async def _stored(server: ServerProcess, session_id: str) -> dict:  # type: ignore[type-arg]

@@ -25,13 +25,13 @@ import pytest
 import pytest_asyncio
 
 from tests.conftest import fresh_data_dir
-from voicebot.audio import OUT_RATE, BotAudioTrack, Resampler
+from voicebot.voice.audio import OUT_RATE, BotAudioTrack, Resampler
 from voicebot.config import Settings
 from voicebot.pipelines.asr.base import Transcription
 from voicebot.pipelines.vad.silero import FRAME_SAMPLES, SAMPLE_RATE
-from voicebot.runtime import BotRuntime
-from voicebot.turns import FRAME_MS, Endpointer, TurnEvent
-from voicebot.voice import VoiceCall, VoiceServices
+from voicebot.core.runtime import BotRuntime
+from voicebot.voice.turns import FRAME_MS, Endpointer, TurnEvent
+from voicebot.voice.call import VoiceCall, VoiceServices
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

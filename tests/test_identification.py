@@ -17,7 +17,7 @@ from voicebot.dialogue.engine import DialogueEngine
 from voicebot.dialogue.policy import Decision
 from voicebot.dialogue.slot_proposals import parse_proposals
 from voicebot.resources import demo_domain_dir
-from voicebot.session import DialogueState
+from voicebot.core.session import DialogueState
 
 # examples/demo/seed.sql: what each order would reveal, and who owns it.
 ORDERS: dict[str, dict[str, Any]] = {

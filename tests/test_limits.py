@@ -27,8 +27,8 @@ from websockets.uri import parse_uri
 
 from tests.conftest import ChatClient, ServerProcess, authorized, fresh_data_dir
 from voicebot.config import load_settings
-from voicebot.limits import LimitExceeded, MessageRateLimiter, SessionLimiter
-from voicebot.runtime import BotRuntime, ResumeError
+from voicebot.access.limits import LimitExceeded, MessageRateLimiter, SessionLimiter
+from voicebot.core.runtime import BotRuntime, ResumeError
 
 # --------------------------------------------------------------------------- the limiters alone
 
@@ -156,7 +156,7 @@ async def test_calls_share_the_session_limits_with_chat(runtime: BotRuntime, mon
     from aiortc import RTCPeerConnection
     from starlette.applications import Starlette
 
-    from voicebot.channels.webrtc import WebRTCChannel, use_loopback_candidates_only
+    from voicebot.channels.webrtc.channel import WebRTCChannel, use_loopback_candidates_only
 
     use_loopback_candidates_only()
     caller = RTCPeerConnection()

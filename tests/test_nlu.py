@@ -15,7 +15,7 @@ from voicebot.dialogue.engine import DialogueEngine
 from voicebot.dialogue.nlu import domain_examples, evaluate
 from voicebot.pipelines.nlu.entities import EntityExtractor
 from voicebot.resources import demo_domain_dir
-from voicebot.session import DialogueState
+from voicebot.core.session import DialogueState
 
 
 @pytest.fixture(scope="module")

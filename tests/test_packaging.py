@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 PROBE = """
 import importlib.util, json, voicebot
 from voicebot.resources import demo_domain_dir, locales_dir
-import voicebot.pipelines.nlu.charngram, voicebot.channels.websocket_chat, voicebot.runtime, voicebot.server
+import voicebot.pipelines.nlu.charngram, voicebot.channels.websocket.channel, voicebot.core.runtime, voicebot.server
 import voicebot.pipelines.generation.seq2seq, voicebot.pipelines.asr.base, voicebot.pipelines.tts.base, voicebot.learning.export
 from voicebot.dialogue.domain import load_domain
 domain, problems = load_domain(demo_domain_dir())

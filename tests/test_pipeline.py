@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-from voicebot.events import BotReply, ErrorEvent, Event, UserText
-from voicebot.pipeline import SessionPipeline, Stage, TurnContext
-from voicebot.session import DialogueState, Session
+from voicebot.core.events import BotReply, ErrorEvent, Event, UserText
+from voicebot.core.pipeline import SessionPipeline, Stage, TurnContext
+from voicebot.core.session import DialogueState, Session
 
 
 class Upper(Stage):

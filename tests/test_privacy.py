@@ -19,7 +19,7 @@ from cryptography.fernet import Fernet
 from tests.conftest import fresh_data_dir
 from voicebot.cli import main as cli_main
 from voicebot.config import PrivacySettings, Settings
-from voicebot.events import BotMessage, BotTextChunk, ErrorEvent
+from voicebot.core.events import BotMessage, BotTextChunk, ErrorEvent
 from voicebot.learning.export import ExportOptions, export_dataset
 from voicebot.pipelines.generation.seq2seq import GenerationResult
 from voicebot.privacy.audit import subject_ref
@@ -27,9 +27,9 @@ from voicebot.privacy.crypto import EncryptionKeyError
 from voicebot.privacy.logs import LogRedaction
 from voicebot.privacy.restore import PlaceholderStream
 from voicebot.privacy.sealing import Sealer
-from voicebot.runtime import BotRuntime
-from voicebot.session import DialogueState, SlotValue
-from voicebot.storage import Storage, StoredTurn
+from voicebot.core.runtime import BotRuntime
+from voicebot.core.session import DialogueState, SlotValue
+from voicebot.storage.sqlite import Storage, StoredTurn
 
 EMAIL = "maria.garcia@example.com"
 PHONE = "+49 151 2345 6789"

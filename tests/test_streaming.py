@@ -1,6 +1,6 @@
 """Sentence assembly for the voice path: each sentence leaves as soon as it is complete."""
 
-from voicebot.streaming import SentenceAssembler, split_sentences
+from voicebot.core.sentences import SentenceAssembler, split_sentences
 
 
 def test_sentences_are_released_as_soon_as_they_end() -> None:

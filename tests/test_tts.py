@@ -38,7 +38,7 @@ def words(text: str) -> set[str]:
 @pytest.fixture(scope="module")
 def whisper() -> Any:
     faster_whisper = pytest.importorskip("faster_whisper")
-    from voicebot.models import resolve_whisper
+    from voicebot.voice.models import resolve_whisper
 
     return faster_whisper.WhisperModel(str(resolve_whisper("base")), device="cpu", compute_type="int8", cpu_threads=2)
 

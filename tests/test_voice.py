@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import ServerProcess, fresh_data_dir
-from voicebot.audio import OUT_RATE, Resampler
-from voicebot.caller import SILENCE_DBFS, Caller, dbfs
+from voicebot.voice.audio import OUT_RATE, Resampler
+from voicebot.channels.webrtc.caller import SILENCE_DBFS, Caller, dbfs
 
 VOICE_ENV = {"VOICEBOT_SERVER__CHANNELS": '["websocket", "webrtc"]', "VOICEBOT_VOICE__ICE_LOOPBACK_ONLY": "true"}
 

@@ -33,8 +33,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def _chat(settings: Settings, language: str | None) -> int:
-    from voicebot.events import BotMessage, ErrorEvent
-    from voicebot.runtime import BotRuntime
+    from voicebot.core.events import BotMessage, ErrorEvent
+    from voicebot.core.runtime import BotRuntime
 
     runtime = BotRuntime(settings)
     await runtime.start()
@@ -158,7 +158,7 @@ def _check_stored_keys(settings: Settings) -> None:
 
 async def _rotate_keys(settings: Settings) -> int:
     from voicebot.privacy.sealing import Sealer
-    from voicebot.storage import Storage
+    from voicebot.storage.sqlite import Storage
 
     path = settings.storage.data_dir / "voicebot.sqlite"
     if not path.is_file():
@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_models(args: argparse.Namespace) -> int:
     import json
 
-    from voicebot.models import available_models, format_models_table
+    from voicebot.voice.models import available_models, format_models_table
 
     models = available_models(args.cache_dir)
     print(json.dumps(models, indent=2) if args.json else format_models_table(models))
@@ -307,7 +307,7 @@ def _add_models_command(sub: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 def cmd_call(args: argparse.Namespace) -> int:
-    from voicebot.caller import call_once
+    from voicebot.channels.webrtc.caller import call_once
 
     result = asyncio.run(call_once(args.url, args.wav, args.out, args.language, timeout=args.timeout, loopback_only=args.loopback,
                                    api_key=os.environ.get("VOICEBOT_API_KEY")))

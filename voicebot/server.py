@@ -25,7 +25,7 @@ from voicebot.channels.registry import load_channel_class
 from voicebot.config import Settings
 from voicebot.privacy.masking import redact_turn
 from voicebot.resources import web_dir
-from voicebot.runtime import BotRuntime, DomainProblems
+from voicebot.core.runtime import BotRuntime, DomainProblems
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from voicebot.batching import Batcher, BatchItem
+from voicebot.core.batching import Batcher, BatchItem
 from voicebot.pipelines.asr.base import Transcription
 
 _CHINESE_ALIASES = {"zh", "zh-cn", "zh-tw", "zh-hk", "zh-sg", "zh-hans", "zh-hant", "cmn"}

@@ -103,7 +103,7 @@ class FasterWhisperRecognizer(BatchedWhisper):
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import _LANGUAGE_CODES
 
-        from voicebot.models import resolve_whisper
+        from voicebot.voice.models import resolve_whisper
 
         self.model_path = resolve_whisper(model, cache_dir)
         self.device, self.compute_type = _resolve_device(device, compute_type)

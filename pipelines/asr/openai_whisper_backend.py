@@ -49,14 +49,14 @@ def _checkpoint(model: str, download_root: str | None) -> str:
         root = download_root or os.path.join(os.getenv("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "whisper")
         cached = Path(root) / os.path.basename(whisper._MODELS[model])
         if not cached.is_file() and _offline():
-            from voicebot.models import ModelNotAvailable
+            from voicebot.voice.models import ModelNotAvailable
 
             raise ModelNotAvailable(
                 f"openai-whisper checkpoint {model!r} is not in {root} and HF_HUB_OFFLINE=1 forbids downloading it; "
                 "pass the path of a .pt checkpoint, or use the bundled CTranslate2 models with FasterWhisperRecognizer"
             )
         return model
-    from voicebot.models import ModelNotAvailable
+    from voicebot.voice.models import ModelNotAvailable
 
     raise ModelNotAvailable(f"openai-whisper model {model!r} is neither a .pt checkpoint file nor one of {whisper.available_models()}")
 

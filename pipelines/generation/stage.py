@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 
 from voicebot.config import GenerationSettings, PrivacySettings
 from voicebot.dialogue.grounding import PromptFields, build_prompt, check_grounding
-from voicebot.events import BotReply, BotTextChunk, Event
-from voicebot.pipeline import Stage, TurnContext
+from voicebot.core.events import BotReply, BotTextChunk, Event
+from voicebot.core.pipeline import Stage, TurnContext
 from voicebot.pipelines.generation.masked_prompt import mask_fields
 from voicebot.pipelines.generation.seq2seq import GenerationError
 from voicebot.pipelines.lid.text import TextLanguageDetector

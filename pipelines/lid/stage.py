@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from voicebot.dialogue.engine import DialogueEngine
-from voicebot.events import Event, LanguageIdentified, UserText
-from voicebot.pipeline import Stage, TurnContext
+from voicebot.core.events import Event, LanguageIdentified, UserText
+from voicebot.core.pipeline import Stage, TurnContext
 
 
 class TextLanguageStage(Stage):

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from voicebot.streaming import split_sentences
+from voicebot.core.sentences import split_sentences
 
 _CHECKPOINT_NAMES = ("model.pth", "best_model.pth", "model_file.pth", "checkpoint.pth")
 _IMPORT_LOCK = threading.Lock()

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Mapping
 
 import numpy as np
 
-from voicebot.streaming import split_sentences
+from voicebot.core.sentences import split_sentences
 
 DEFAULT_VOICES: dict[str, str] = {"en": "en-us", "de": "de", "es": "es", "fr": "fr", "zh": "cmn"}
 DEFAULT_RATE_WPM = 175  # espeak-ng's own default

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from voicebot.streaming import split_sentences
+from voicebot.core.sentences import split_sentences
 
 if TYPE_CHECKING:  # piper is an optional dependency (the voice extra)
     from piper import PiperVoice

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from voicebot.batching import Batcher, BatchItem
+from voicebot.core.batching import Batcher, BatchItem
 from voicebot.config import LanguageSettings, NluSettings
 from voicebot.dialogue.actions import ActionRunner, open_domain_database
 from voicebot.dialogue.domain import Domain, load_domain
@@ -30,7 +30,7 @@ from voicebot.pipelines.lid.text import (
     normalise_code,
 )
 from voicebot.pipelines.nlu.entities import EntityExtractor
-from voicebot.session import DialogueState, HistoryEntry
+from voicebot.core.session import DialogueState, HistoryEntry
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from voicebot.dialogue.actions import ActionRunner
 from voicebot.dialogue.domain import DomainSpec
-from voicebot.session import DialogueState
+from voicebot.core.session import DialogueState
 
 VERIFIED = "verified"
 

@@ -20,7 +20,7 @@ from voicebot.dialogue.knowledge import KnowledgeBase
 from voicebot.dialogue.locales import Locales
 from voicebot.dialogue.responses import ResponseTemplates
 from voicebot.dialogue.tracker import TrackerUpdate, Understood
-from voicebot.session import DialogueState
+from voicebot.core.session import DialogueState
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from voicebot.dialogue.domain import DomainSpec
 from voicebot.pipelines.nlu.entities import Entity
-from voicebot.session import DialogueState, SlotValue
+from voicebot.core.session import DialogueState, SlotValue
 
 # Intents strong enough to change the topic even while the bot waits for an answer.
 SWITCH_CONFIDENCE = 0.55

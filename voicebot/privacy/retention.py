@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from voicebot.config import PrivacySettings
 
 if TYPE_CHECKING:
-    from voicebot.storage import Storage
+    from voicebot.storage.sqlite import Storage
 
 log = logging.getLogger(__name__)
 

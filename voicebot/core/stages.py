@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 from voicebot.dialogue.engine import DialogueEngine, LanguageDecision
 from voicebot.dialogue.slot_proposals import parse_proposals, tracking_prompt
 from voicebot.dialogue.tracker import Understood
-from voicebot.events import BotMessage, BotReply, BotTextChunk, Event, Understanding
-from voicebot.pipeline import Stage, TurnContext
+from voicebot.core.events import BotMessage, BotReply, BotTextChunk, Event, Understanding
+from voicebot.core.pipeline import Stage, TurnContext
 from voicebot.pipelines.generation.seq2seq import GenerationError
 from voicebot.pipelines.nlu.entities import Entity
-from voicebot.storage import Storage, StoredTurn
-from voicebot.streaming import split_sentences
+from voicebot.storage.sqlite import Storage, StoredTurn
+from voicebot.core.sentences import split_sentences
 
 
 class DialogueStage(Stage):

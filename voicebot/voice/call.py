@@ -18,15 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from voicebot.audio import OUT_RATE, BadAudioFrame, BotAudioTrack, Resampler, int16_to_float
-from voicebot.events import BotMessage, BotTextChunk, ErrorEvent
+from voicebot.voice.audio import OUT_RATE, BadAudioFrame, BotAudioTrack, Resampler, int16_to_float
+from voicebot.core.events import BotMessage, BotTextChunk, ErrorEvent
 from voicebot.pipelines.asr.base import SpeechRecognizer, Transcription
 from voicebot.pipelines.asr.normalise import normalise_spoken_digits
 from voicebot.pipelines.lid.spoken import decide_spoken_language
 from voicebot.pipelines.vad.silero import SAMPLE_RATE, SileroModel
-from voicebot.runtime import SessionHandle
-from voicebot.streaming import SentenceAssembler
-from voicebot.turns import Endpointer, TurnEvent, TurnTakingOptions
+from voicebot.core.runtime import SessionHandle
+from voicebot.core.sentences import SentenceAssembler
+from voicebot.voice.turns import Endpointer, TurnEvent, TurnTakingOptions
 
 log = logging.getLogger(__name__)
 

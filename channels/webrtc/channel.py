@@ -22,12 +22,12 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from voicebot.access.tokens import AccessDenied, OriginRefused
-from voicebot.audio import BotAudioTrack
+from voicebot.voice.audio import BotAudioTrack
 from voicebot.channels.base import Channel
-from voicebot.limits import LimitExceeded
+from voicebot.access.limits import LimitExceeded
 from voicebot.resources import web_dir
-from voicebot.runtime import ResumeError, ShuttingDown
-from voicebot.voice import VoiceCall
+from voicebot.core.runtime import ResumeError, ShuttingDown
+from voicebot.voice.call import VoiceCall
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Each connection has a reader (client frames -> turns) and a writer (session events -> frames);
 a bad frame gets an error frame and the conversation goes on.
 
-Limits (settings.limits, voicebot/limits.py) refuse instead of queueing: a session beyond the
+Limits (settings.limits, voicebot/access/limits.py) refuse instead of queueing: a session beyond the
 per-address or server-wide count gets an error frame and close 1013; a message beyond the rate
 gets ``rate_limited`` with ``retry_after`` (and close 1008 when the client keeps ignoring it); a
 client that stops reading is dropped after ``send_timeout_s`` so its unsent frames are not kept.
@@ -23,7 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voicebot.access.tokens import AccessDenied, OriginRefused, SessionClaims
 from voicebot.channels.base import Channel
-from voicebot.channels.chat_protocol import (
+from voicebot.channels.websocket.protocol import (
     PROTOCOL_VERSION,
     Cancel,
     End,
@@ -38,9 +38,9 @@ from voicebot.channels.chat_protocol import (
     clean_text,
     parse,
 )
-from voicebot.events import BotMessage, BotTextChunk, ErrorEvent
-from voicebot.limits import LimitExceeded
-from voicebot.runtime import BotRuntime, ResumeError, SessionHandle, ShuttingDown
+from voicebot.core.events import BotMessage, BotTextChunk, ErrorEvent
+from voicebot.access.limits import LimitExceeded
+from voicebot.core.runtime import BotRuntime, ResumeError, SessionHandle, ShuttingDown
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicebot.events import ErrorEvent, Event
-from voicebot.session import Session
+from voicebot.core.events import ErrorEvent, Event
+from voicebot.core.session import Session
 
 log = logging.getLogger(__name__)
 

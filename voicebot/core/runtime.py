@@ -17,22 +17,22 @@ from voicebot.access.control import AccessControl
 from voicebot.config import ConfigError, Settings
 from voicebot.dialogue.domain import DomainError
 from voicebot.dialogue.engine import DialogueEngine
-from voicebot.events import BotMessage, BotReply, ErrorEvent, Event, UserText
-from voicebot.limits import MessageRateLimiter, SessionLimiter, SessionSlot
-from voicebot.pipeline import SessionPipeline, Stage, TurnContext
+from voicebot.core.events import BotMessage, BotReply, ErrorEvent, Event, UserText
+from voicebot.access.limits import MessageRateLimiter, SessionLimiter, SessionSlot
+from voicebot.core.pipeline import SessionPipeline, Stage, TurnContext
 from voicebot.pipelines.generation.stage import GenerationStage
 from voicebot.pipelines.lid.stage import TextLanguageStage
 from voicebot.pipelines.nlu.stage import NluStage
 from voicebot.privacy.logs import LogRedaction
 from voicebot.privacy.retention import RetentionJob
 from voicebot.privacy.sealing import Sealer
-from voicebot.session import HistoryEntry, Session
-from voicebot.stages import DialogueStage, PersistStage, ResponseStreamStage
-from voicebot.storage import Storage
+from voicebot.core.session import HistoryEntry, Session
+from voicebot.core.stages import DialogueStage, PersistStage, ResponseStreamStage
+from voicebot.storage.sqlite import Storage
 
 if TYPE_CHECKING:
     from voicebot.pipelines.generation.seq2seq import Seq2SeqGenerator
-    from voicebot.voice import VoiceServices
+    from voicebot.voice.call import VoiceServices
 
 log = logging.getLogger(__name__)
 
@@ -242,8 +242,8 @@ class BotRuntime:
         try:
             from voicebot.pipelines.tts.router import VoiceRouter
             from voicebot.pipelines.vad.silero import SileroModel
-            from voicebot.turns import TurnTakingOptions
-            from voicebot.voice import VoiceServices
+            from voicebot.voice.turns import TurnTakingOptions
+            from voicebot.voice.call import VoiceServices
         except ImportError as exc:
             raise ConfigError(f"server.channels has 'webrtc' but the voice extra is missing ({exc}): pip install 'voicebot[voice]'") from None
         options = self.settings.voice

@@ -21,7 +21,7 @@ import soundfile
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from voicebot.audio import FRAME_SAMPLES_OUT, OUT_RATE, PacedAudioTrack, Resampler
+from voicebot.voice.audio import FRAME_SAMPLES_OUT, OUT_RATE, PacedAudioTrack, Resampler
 
 SILENCE_DBFS = -40.0
 
@@ -87,7 +87,7 @@ class Caller:
 
     def __init__(self, base_url: str, language: str | None = None, loopback_only: bool = False, api_key: str | None = None) -> None:
         if loopback_only:
-            from voicebot.channels.webrtc import use_loopback_candidates_only
+            from voicebot.channels.webrtc.channel import use_loopback_candidates_only
 
             use_loopback_candidates_only()
         self.base_url = base_url.rstrip("/")

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from voicebot.batching import Batcher, BatchItem
+from voicebot.core.batching import Batcher, BatchItem
 from voicebot.privacy import deletion
 from voicebot.privacy.audit import AUDIT_SCHEMA, list_audit_rows, subject_ref, write_audit_row
 from voicebot.privacy.rotation import rotate_all
 from voicebot.privacy.sealing import Sealer
-from voicebot.session import DialogueState
+from voicebot.core.session import DialogueState
 
 T = TypeVar("T")
 
