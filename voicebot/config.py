@@ -32,6 +32,18 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class BackendSection(BaseModel):
+    """A section that chooses a plug-in (``backend``). Keys it does not declare itself are the
+    backend's own options, validated by the backend's ``Options`` model when it is built
+    (voicebot.core.registry), so a typo still fails at start and names the setting."""
+
+    model_config = ConfigDict(extra="allow")
+    backend: str
+
+    def backend_options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 class DomainSettings(_Section):
     path: Path = Field(default_factory=demo_domain_dir, description="Folder of the domain to serve")
 
@@ -39,21 +51,24 @@ class DomainSettings(_Section):
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    channels: list[str] = Field(default_factory=lambda: ["websocket"])
+    channels: list[str] = Field(default_factory=lambda: ["websocket"], description="channels served: built-in names, "
+                                "'package.module:Class' or voicebot.channel entry points; options in [channels.<name>]")
     max_message_chars: int = Field(4000, ge=1, description="Longest user message accepted")
     max_frame_bytes: int = Field(1_048_576, ge=1024, description="Websocket frames above this close the socket")
     allowed_origins: list[str] = Field(default_factory=list, description="Web origins allowed to open sessions; empty: any origin")
     shutdown_grace_s: float = Field(10.0, ge=0, description="at SIGTERM, live turns get this long to finish before goodbye")
 
 
-class StorageSettings(_Section):
-    backend: Literal["sqlite"] = "sqlite"
-    data_dir: Path = Path("voicebot-data")
+class StorageSettings(BackendSection):
+    backend: str = Field("sqlite", description="sqlite, 'package.module:Class' or a voicebot.storage entry point")
+    data_dir: Path = Field(Path("voicebot-data"), description="models, secrets and (SQLite) the database live here")
 
 
-class NluSettings(_Section):
-    backend: Literal["charngram", "embedding"] = "charngram"
-    embedding_model: str | None = Field(None, description="sentence-transformers model id or folder")
+class NluSettings(BackendSection):
+    """The intent classifier (``backend``: charngram, embedding with ``model``, a class path or a
+    voicebot.nlu entry point) and the engine's decisions on its scores."""
+
+    backend: str = "charngram"
     oos_threshold: float = Field(0.35, ge=0, le=1, description="Below this top score: out of scope")
     clarify_margin: float = Field(0.12, ge=0, le=1, description="Top-2 closer than this: ask which one")
 
@@ -64,33 +79,44 @@ class LanguageSettings(_Section):
     detector_seed: int = 0
 
 
-class GenerationSettings(_Section):
-    backend: Literal["none", "seq2seq"] = Field("none", description="none: grounded templates only")
-    model: str | None = Field(None, description="Hugging Face id or local folder of a seq2seq model")
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
-    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field("auto", description="auto: bf16/fp16 on GPU, fp32 on CPU")
-    max_batch: int = Field(16, ge=1)
-    max_wait_s: float = Field(0.01, ge=0)
+class GenerationSettings(BackendSection):
+    """The response generator (``backend``: none = grounded templates only; seq2seq with ``model``,
+    ``device``, ``precision``... see pipelines/generation/seq2seq.py; a class path or a
+    voicebot.generator entry point) and how the dialogue uses it."""
+
+    backend: str = Field("none", description="none: grounded templates only")
     max_new_tokens: int = Field(96, ge=1)
-    max_input_tokens: int = Field(512, ge=8)
     paths: list[str] = Field(default_factory=lambda: ["action", "knowledge", "template"],
                              description="response paths the generator phrases; others stay templates")
     state_tracking: bool = Field(False, description="let the model propose slot values too")
 
 
 class VoiceSettings(_Section):
-    """Voice calls (the ``webrtc`` channel). Turn-taking options: voicebot.turns.TurnTakingOptions."""
+    """Voice calls, whatever their channel. Turn-taking options: voicebot.voice.turns.TurnTakingOptions."""
 
-    ice_servers: list[str] = Field(default_factory=list, description="STUN/TURN URLs; empty: host candidates only")
-    ice_loopback_only: bool = Field(False, description="offer only 127.0.0.1 (tests, callers on the same machine)")
-    max_calls: int = Field(8, ge=1, description="concurrent calls; more are refused with 'busy'")
-    connect_timeout_s: float = Field(30.0, gt=0, description="an answered offer whose peer has not connected by then is ended "
-                                     "(frees its call and session)")
-    asr_backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
-    asr_model: str = Field("base", description="'base' (bundled multilingual), 'tiny.en', a folder, or a model id")
-    asr_device: str = "auto"
-    asr_max_batch: int = Field(8, ge=1)
+    max_calls: int = Field(8, ge=1, description="concurrent calls of the process (all voice channels); more are refused with 'busy'")
     turns: dict[str, float] = Field(default_factory=dict, description="overrides of TurnTakingOptions, e.g. end_of_turn_silence_ms")
+
+
+class AsrSettings(BackendSection):
+    """Speech recognition: faster-whisper (``model``: 'base', 'tiny.en', a folder or an id;
+    ``device``; ``max_batch``), openai-whisper, a class path or a voicebot.asr entry point."""
+
+    backend: str = "faster-whisper"
+
+
+class TtsSettings(BackendSection):
+    """Text to speech: ``router`` (each language's voice as its locale file says, over Piper,
+    espeak-ng and Coqui), one engine for all (piper, espeak, coqui), a class path or a voicebot.tts
+    entry point."""
+
+    backend: str = "router"
+
+
+class VadSettings(BackendSection):
+    """Voice activity detection: silero, a class path or a voicebot.vad entry point."""
+
+    backend: str = "silero"
 
 
 Scope = Literal["transcripts:read", "feedback:write", "domain:manage", "data:erase", "sessions:issue"]
@@ -171,6 +197,11 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     voice: VoiceSettings = Field(default_factory=VoiceSettings)
+    asr: AsrSettings = Field(default_factory=AsrSettings)
+    tts: TtsSettings = Field(default_factory=TtsSettings)
+    vad: VadSettings = Field(default_factory=VadSettings)
+    channels: dict[str, dict[str, Any]] = Field(default_factory=dict, description="options of each channel in server.channels, "
+                                                "by its name, validated by the channel's Options")
     auth: AuthSettings = Field(default_factory=AuthSettings)
     tenants: dict[str, TenantSettings] = Field(default_factory=dict, description="empty: one tenant 'default' serving domain.path")
     limits: LimitSettings = Field(default_factory=LimitSettings)
