@@ -46,7 +46,7 @@ def free_port() -> int:
 
 def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {**os.environ, "VOICEBOT_SERVER__CHANNELS": '["websocket", "webrtc"]', "VOICEBOT_VOICE__ICE_LOOPBACK_ONLY": "true",
+    env = {**os.environ, "VOICEBOT_SERVER__CHANNELS": '["websocket", "webrtc"]', "VOICEBOT_CHANNELS__WEBRTC__ICE_LOOPBACK_ONLY": "true",
            "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen([sys.executable, "-m", "voicebot", "serve", "--port", str(port), "--data-dir", str(data_dir)],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -21,9 +21,13 @@ Register a channel by name in config (``server.channels``) as a built-in name, a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import BaseModel
 from starlette.routing import BaseRoute
+
+from voicebot.config import ConfigError
+from voicebot.core.registry import NoOptions
 
 if TYPE_CHECKING:
     from voicebot.core.runtime import BotRuntime
@@ -31,9 +35,16 @@ if TYPE_CHECKING:
 
 class Channel(ABC):
     name: ClassVar[str]
+    needs_voice: ClassVar[bool] = False  # the runtime loads VAD, ASR and TTS when any configured channel says so
+    Options: ClassVar[type[BaseModel]] = NoOptions  # its [channels.<name>] section; unknown keys fail at start
 
-    def __init__(self, runtime: BotRuntime) -> None:
+    def __init__(self, runtime: BotRuntime, options: BaseModel | None = None) -> None:
         self.runtime = runtime
+        self.options = options if options is not None else self.Options()
+
+    @classmethod
+    def from_options(cls, options: BaseModel, *, runtime: BotRuntime, **_: Any) -> Channel:
+        return cls(runtime, options)
 
     @abstractmethod
     def routes(self) -> list[BaseRoute]:
@@ -45,3 +56,21 @@ class Channel(ABC):
 
     async def close(self) -> None:
         """Stop accepting connections and end the live ones (default: nothing to do)."""
+
+
+def load_channels(runtime: BotRuntime) -> list[Channel]:
+    """The channels of ``server.channels``, each built with its ``[channels.<name>]`` section. A
+    section for a channel that is not served is an error (a typo would otherwise be ignored)."""
+    settings = runtime.settings
+    registry = runtime.registry
+    channels: list[Channel] = []
+    for backend in settings.server.channels:
+        cls = registry.resolve("channel", backend, "server.channels")
+        if not (isinstance(cls, type) and issubclass(cls, Channel)):
+            raise ConfigError(f"server.channels: {backend!r} is not a voicebot Channel (subclass voicebot.channels.base.Channel)")
+        section = settings.channels.get(cls.name, {})
+        channels.append(registry.create("channel", backend, section, f"channels.{cls.name}", runtime=runtime))
+    unused = sorted(set(settings.channels) - {channel.name for channel in channels})
+    if unused:
+        raise ConfigError(f"channels.{unused[0]}: no such channel in server.channels {settings.server.channels}")
+    return channels

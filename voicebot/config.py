@@ -263,4 +263,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
             section, key = dotted.split("__", 1)
             updated = getattr(settings, section).model_copy(update={key: value})
             settings = settings.model_copy(update={section: updated})
+    from voicebot.plugins import check_settings  # composition: every backend a section names must exist and take its options
+
+    check_settings(settings)
     return settings

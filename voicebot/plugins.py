@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import cache
 
+from voicebot.config import Settings
 from voicebot.core.registry import PluginKind, Registry
 
 KINDS = (
@@ -45,3 +46,25 @@ KINDS = (
 @cache
 def default_registry() -> Registry:
     return Registry(KINDS)
+
+
+def check_settings(settings: Settings, registry: Registry | None = None) -> None:
+    """Fail at start, naming the setting, when a section names a backend that cannot be found or
+    gives it options it does not take. Voice kinds are checked only when a channel needs voice
+    (a chat-only install need not have their packages)."""
+    registry = registry or default_registry()
+    sections: list[tuple[str, str, dict[str, object]]] = [
+        ("storage", settings.storage.backend, settings.storage.backend_options()),
+        ("nlu", settings.nlu.backend, settings.nlu.backend_options()),
+    ]
+    if settings.generation.backend != "none":
+        sections.append(("generator", settings.generation.backend, settings.generation.backend_options()))
+    channels = [registry.resolve("channel", name, "server.channels") for name in settings.server.channels]
+    if any(getattr(cls, "needs_voice", False) for cls in channels):
+        sections += [(kind, getattr(settings, kind).backend, getattr(settings, kind).backend_options()) for kind in ("asr", "tts", "vad")]
+    for cls in channels:
+        registry.options(cls, settings.channels.get(cls.name, {}), f"channels.{cls.name}")
+    for kind, backend, options in sections:
+        setting = "generation" if kind == "generator" else kind
+        cls = registry.resolve(kind, backend, f"{setting}.backend")
+        registry.options(cls, options, setting)

@@ -20,8 +20,7 @@ from voicebot.access.apikeys import ApiPrincipal, Forbidden, require_scope
 from voicebot.access.control import TokenRateLimited
 from voicebot.access.http import Caller, api_key_header, authenticate, bearer, presented_key, requires
 from voicebot.access.tokens import AccessDenied
-from voicebot.channels.base import Channel
-from voicebot.channels.registry import load_channel_class
+from voicebot.channels.base import load_channels
 from voicebot.config import Settings
 from voicebot.privacy.masking import redact_turn
 from voicebot.resources import web_dir
@@ -192,7 +191,7 @@ BAD_BODY: dict[int | str, dict[str, Any]] = {400: {"description": "the request b
 
 def create_app(settings: Settings) -> FastAPI:
     runtime = BotRuntime(settings)
-    channels: list[Channel] = [load_channel_class(name)(runtime) for name in settings.server.channels]
+    channels = load_channels(runtime)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

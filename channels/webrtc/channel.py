@@ -82,11 +82,24 @@ def _bearer(request: Request) -> str | None:
     return value.strip() or None if scheme.lower() == "bearer" else None
 
 
+class WebRTCOptions(BaseModel):
+    """``[channels.webrtc]``: how calls connect (env ``VOICEBOT_CHANNELS__WEBRTC__<KEY>``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    ice_servers: list[str] = Field(default_factory=list, description="STUN/TURN URLs; empty: host candidates only")
+    ice_loopback_only: bool = Field(False, description="offer only 127.0.0.1 (tests, callers on the same machine)")
+    connect_timeout_s: float = Field(30.0, gt=0, description="an answered offer whose peer has not connected by then is ended "
+                                     "(frees its call and session)")
+
+
 class WebRTCChannel(Channel):
     name = "webrtc"
+    needs_voice = True
+    Options = WebRTCOptions
+    options: WebRTCOptions
 
-    def __init__(self, runtime: Any) -> None:
-        super().__init__(runtime)
+    def __init__(self, runtime: Any, options: WebRTCOptions | None = None) -> None:
+        super().__init__(runtime, options)
         self.calls: dict[str, tuple[RTCPeerConnection, VoiceCall | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._deadlines: set[asyncio.Task[None]] = set()
@@ -98,10 +111,10 @@ class WebRTCChannel(Channel):
         return FileResponse(web_dir() / "call.html", media_type="text/html")
 
     def _configuration(self) -> RTCConfiguration:
-        if self.runtime.settings.voice.ice_loopback_only:
+        if self.options.ice_loopback_only:
             use_loopback_candidates_only()
         # No public STUN server unless configured: aiortc would add one otherwise.
-        servers = [RTCIceServer(urls=url) for url in self.runtime.settings.voice.ice_servers]
+        servers = [RTCIceServer(urls=url) for url in self.options.ice_servers]
         return RTCConfiguration(iceServers=servers)
 
     async def offer(self, request: Request) -> JSONResponse:
@@ -200,10 +213,10 @@ class WebRTCChannel(Channel):
         return JSONResponse({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "session_id": handle.id, "token": handle.token})
 
     async def _connect_deadline(self, call_id: str, pc: RTCPeerConnection) -> None:
-        await asyncio.sleep(self.runtime.settings.voice.connect_timeout_s)
+        await asyncio.sleep(self.options.connect_timeout_s)
         entry = self.calls.get(call_id)
         if entry is not None and entry[0] is pc and pc.connectionState != "connected":
-            await self.end(call_id, f"the peer did not connect within {self.runtime.settings.voice.connect_timeout_s} s")
+            await self.end(call_id, f"the peer did not connect within {self.options.connect_timeout_s} s")
 
     async def _listen(self, call_id: str, track: Any, call: VoiceCall) -> None:
         try:

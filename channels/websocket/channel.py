@@ -17,6 +17,7 @@ import json
 import logging
 from typing import Any
 
+from pydantic import BaseModel
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -50,8 +51,8 @@ MAX_PENDING_TURNS = 8
 class WebsocketChatChannel(Channel):
     name = "websocket"
 
-    def __init__(self, runtime: BotRuntime) -> None:
-        super().__init__(runtime)
+    def __init__(self, runtime: BotRuntime, options: BaseModel | None = None) -> None:
+        super().__init__(runtime, options)
         self.connections: set[_Connection] = set()
 
     def routes(self) -> list[BaseRoute]:

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from voicebot.pipelines.asr.base import SAMPLE_RATE, Transcription
 from voicebot.pipelines.asr.batched import AsrRequest, BatchedWhisper, caller_code, whisper_code
@@ -87,6 +88,20 @@ class FasterWhisperRecognizer(BatchedWhisper):
     only), a local CTranslate2 folder, or a Hugging Face id (see :func:`voicebot.models.resolve_whisper`).
     The model is loaded once, here; ``device="auto"`` picks CUDA (float16) when present, else CPU (int8).
     """
+
+    class Options(BaseModel):
+        """``[asr]`` settings when ``backend = "faster-whisper"``."""
+
+        model_config = ConfigDict(extra="forbid")
+        model: str = Field("base", description="'base' (bundled multilingual), 'tiny.en', a folder, or a model id")
+        device: str = "auto"
+        compute_type: str = "auto"
+        beam_size: int = Field(1, ge=1)
+        fallback_beam_size: int | None = Field(5, ge=1)
+        max_batch: int = Field(8, ge=1)
+        max_wait_s: float = Field(0.01, ge=0)
+        cpu_threads: int = Field(0, ge=0)
+        cache_dir: str | None = None
 
     def __init__(
         self,

@@ -24,6 +24,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from voicebot.pipelines.asr.base import SAMPLE_RATE, Transcription
 from voicebot.pipelines.asr.batched import AsrRequest, BatchedWhisper, caller_code, whisper_code
 
@@ -63,6 +65,17 @@ def _checkpoint(model: str, download_root: str | None) -> str:
 
 class OpenAIWhisperRecognizer(BatchedWhisper):
     """A :class:`~voicebot.pipelines.asr.base.SpeechRecognizer` on openai-whisper (PyTorch), shared by all sessions."""
+
+    class Options(BaseModel):
+        """``[asr]`` settings when ``backend = "openai-whisper"``."""
+
+        model_config = ConfigDict(extra="forbid")
+        model: str = Field("base", description="a model name openai-whisper knows or a .pt checkpoint")
+        device: str = "auto"
+        beam_size: int = Field(1, ge=1)
+        max_batch: int = Field(8, ge=1)
+        max_wait_s: float = Field(0.01, ge=0)
+        download_root: str | None = None
 
     def __init__(self, model: str = "base", device: str = "auto", beam_size: int = 1, max_batch: int = 8, max_wait_s: float = 0.01,
                  download_root: str | None = None) -> None:

@@ -19,7 +19,9 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,17 @@ def choose_device_and_dtype(device: str = "auto", precision: str = "auto") -> tu
 
 
 class Seq2SeqGenerator:
+    class Options(BaseModel):
+        """``[generation]`` settings when ``backend = "seq2seq"``."""
+
+        model_config = ConfigDict(extra="forbid")
+        model: str = Field(description="Hugging Face id or local folder of a seq2seq model")
+        device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
+        precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field("auto", description="auto: bf16/fp16 on GPU, fp32 on CPU")
+        max_batch: int = Field(16, ge=1)
+        max_wait_s: float = Field(0.01, ge=0)
+        max_input_tokens: int = Field(512, ge=8)
+
     def __init__(self, model: str, *, device: str = "auto", precision: str = "auto", max_batch: int = 16,
                  max_wait_s: float = 0.01, max_input_tokens: int = 512) -> None:
         import torch

@@ -12,6 +12,7 @@ from typing import Any
 
 import joblib
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 from sklearn.linear_model import LogisticRegression
 
 FORMAT_VERSION = 1
@@ -19,6 +20,13 @@ FORMAT_VERSION = 1
 
 class EmbeddingIntentClassifier:
     name = "embedding-logreg"
+
+    class Options(BaseModel):
+        """``[nlu]`` settings when ``backend = "embedding"``."""
+
+        model_config = ConfigDict(extra="forbid")
+        model: str = Field(description="sentence-transformers model folder or id")
+        device: str | None = None
 
     def __init__(self, model: str, device: str | None = None) -> None:
         try:

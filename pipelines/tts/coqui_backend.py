@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from voicebot.core.sentences import split_sentences
 
@@ -120,6 +121,16 @@ class CoquiSynthesizer:
     """
 
     name = "coqui"
+
+    class Options(BaseModel):
+        """``[tts]`` (or a router engine) settings for Coqui TTS."""
+
+        model_config = ConfigDict(extra="forbid")
+        model: str = Field(description="a folder (config.json + .pth) or a Coqui model name")
+        device: str = "auto"
+        languages: list[str] | None = None
+        speaker: str | None = None
+        language_names: dict[str, str] | None = None
 
     def __init__(
         self,

@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import AsyncIterator, Mapping
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from voicebot.core.sentences import split_sentences
 
@@ -63,6 +64,14 @@ class EspeakSynthesizer:
     """
 
     name = "espeak"
+
+    class Options(BaseModel):
+        """``[tts]`` (or a router engine) settings for espeak-ng."""
+
+        model_config = ConfigDict(extra="forbid")
+        voices: dict[str, str] | None = None
+        rate_wpm: int = Field(DEFAULT_RATE_WPM, ge=80, le=450)
+        binary: str = "espeak-ng"
 
     def __init__(
         self,

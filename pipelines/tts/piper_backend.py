@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from voicebot.core.sentences import split_sentences
 
@@ -90,6 +91,15 @@ class PiperSynthesizer:
     """
 
     name = "piper"
+
+    class Options(BaseModel):
+        """``[tts]`` (or a router engine) settings for Piper."""
+
+        model_config = ConfigDict(extra="forbid")
+        voices: dict[str, str] | None = Field(None, description="{language: voice name or .onnx path}; default {'en': 'joe'}")
+        voices_dir: str | None = None
+        use_cuda: bool | None = None
+        length_scale: float | None = Field(None, gt=0)
 
     def __init__(
         self,

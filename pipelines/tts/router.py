@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
+from voicebot.core.registry import PluginError, Registry
 from voicebot.dialogue.locales import Locales
 from voicebot.pipelines.tts.base import SpeechSynthesizer
 from voicebot.resources import locales_dir
@@ -69,6 +71,31 @@ class VoiceRouter:
     """
 
     name = "router"
+
+    class Options(BaseModel):
+        """``[tts]`` settings when ``backend = "router"`` (the default)."""
+
+        model_config = ConfigDict(extra="forbid")
+        engines: dict[str, dict[str, Any]] = Field(
+            default_factory=lambda: {"piper": {}, "espeak": {}},
+            description="engines the locale files may name: {name: {backend = ..., options...}}; backend defaults to the name")
+        locales_folder: str | None = Field(None, description="locale files with the voice sections; default: the bundled locales")
+
+    @classmethod
+    def from_options(cls, options: VoiceRouter.Options, *, registry: Registry, **_: Any) -> VoiceRouter:
+        """Build each engine through the registry; one that cannot start here (espeak-ng not
+        installed, say) is left out with a warning and its languages fall back along the chain."""
+        backends: dict[str, SpeechSynthesizer] = {}
+        for name, section in options.engines.items():
+            values = dict(section)
+            backend = str(values.pop("backend", name))
+            try:
+                backends[name] = registry.create("tts", backend, values, f"tts.engines.{name}")
+            except PluginError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - an engine missing here must not stop the other voices
+                _LOG.warning("tts engine %r is not available (%s); languages that name it fall back along their locale chain", name, exc)
+        return cls(backends, options.locales_folder)
 
     def __init__(self, backends: Mapping[str, SpeechSynthesizer], locales_folder: str | os.PathLike[str] | None = None) -> None:
         folder = Path(locales_folder) if locales_folder is not None else locales_dir()

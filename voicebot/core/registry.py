@@ -9,8 +9,8 @@ A config section names its ``backend`` as one of
 
 The class's own ``Options`` (a pydantic model; unknown keys are errors) validates the rest of the
 section, so a typo fails at start and names the setting. The backend is then built with
-``Class.from_options(options, **context)`` when it defines that, else ``Class(options)`` when it
-declares ``Options``, else ``Class()``. Whatever the kind's contract requires (its family's
+``Class.from_options(options, **context)`` when it defines that, else ``Class(**options)`` (the
+options' fields as keyword arguments) when it declares ``Options``, else ``Class()``. Whatever the kind's contract requires (its family's
 ``base.py``) is checked on the class before anything is built.
 """
 
@@ -70,7 +70,7 @@ class Registry:
             found = [ep for ep in entry_points(group=kind.group) if ep.name == backend]
             if not found:
                 known = ", ".join(sorted(kind.builtins)) or "none built in"
-                raise PluginError(f"{setting}: unknown {kind.name} backend {backend!r}: use one of {known}, "
+                raise PluginError(f"{setting}: unknown {kind.name} {backend!r}: use one of {known}, "
                                   f"a 'package.module:Class' path, or an entry point in group {kind.group}")
             try:
                 cls = found[0].load()
@@ -105,7 +105,7 @@ class Registry:
         factory = getattr(cls, "from_options", None)
         if factory is not None:
             return factory(options, **context)
-        return cls(options) if hasattr(cls, "Options") else cls()
+        return cls(**options.model_dump()) if hasattr(cls, "Options") else cls()
 
 
 def _import(reference: str, setting: str, kind: str, backend: str) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,19 +20,17 @@ from voicebot.dialogue.engine import DialogueEngine
 from voicebot.core.events import BotMessage, BotReply, ErrorEvent, Event, UserText
 from voicebot.access.limits import MessageRateLimiter, SessionLimiter, SessionSlot
 from voicebot.core.pipeline import SessionPipeline, Stage, TurnContext
-from voicebot.pipelines.generation.stage import GenerationStage
-from voicebot.pipelines.lid.stage import TextLanguageStage
-from voicebot.pipelines.nlu.stage import NluStage
 from voicebot.privacy.logs import LogRedaction
 from voicebot.privacy.retention import RetentionJob
 from voicebot.privacy.sealing import Sealer
 from voicebot.core.session import HistoryEntry, Session
-from voicebot.core.stages import DialogueStage, PersistStage, ResponseStreamStage
 from voicebot.storage.sqlite import Storage
 
 if TYPE_CHECKING:
-    from voicebot.pipelines.generation.seq2seq import Seq2SeqGenerator
+    from voicebot.core.registry import Registry
     from voicebot.voice.call import VoiceServices
+
+StageFactory = Callable[["BotRuntime", DialogueEngine], list[Stage]]
 
 log = logging.getLogger(__name__)
 
@@ -173,17 +171,30 @@ class SessionHandle:
 
 
 class BotRuntime:
-    def __init__(self, settings: Settings) -> None:
+    """The shared parts of one process: storage, the tenants' dialogue engines, the generator,
+    the voice services, limits; and the sessions. Which backend serves each part is chosen by
+    config through ``registry``; which stages a text turn runs through, by ``text_stages``. Both
+    default to the built-in composition (voicebot.plugins, voicebot.composition)."""
+
+    def __init__(self, settings: Settings, *, registry: Registry | None = None, text_stages: StageFactory | None = None) -> None:
+        if registry is None or text_stages is None:
+            from voicebot import composition, plugins
+
+            registry = registry or plugins.default_registry()
+            text_stages = text_stages or composition.text_stages
         self.settings = settings
+        self.registry = registry
+        self._text_stages = text_stages
         self.data_dir = settings.storage.data_dir
         # Stored text is redacted and encrypted (privacy.*); a bad key setting fails here, clearly.
-        self.storage = Storage(self.data_dir / "voicebot.sqlite", Sealer.from_settings(settings.privacy, self.data_dir))
+        self.storage = registry.create("storage", settings.storage.backend, settings.storage.backend_options(), "storage",
+                                       data_dir=self.data_dir, sealer=Sealer.from_settings(settings.privacy, self.data_dir))
         self.retention = RetentionJob(self.storage, settings.privacy, lambda: list(self.sessions))
         self._log_redaction: LogRedaction | None = None
         self.draining = False  # set at SIGTERM: no new sessions
         self.access = AccessControl(settings, list(tenant_domains(settings)), self.data_dir)
         self.engines: dict[str, DialogueEngine] = {}
-        self.generator: Seq2SeqGenerator | None = None
+        self.generator: Any = None  # a pipelines.generation.base.Generator, or None: templates only
         self.voice: VoiceServices | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.sessions: dict[str, SessionHandle] = {}
@@ -198,12 +209,10 @@ class BotRuntime:
         # Training (first start only) takes seconds of CPU: keep the loop responsive meanwhile.
         for tenant, folder in tenant_domains(self.settings).items():
             self.engines[tenant] = await asyncio.to_thread(self._load_engine, tenant, folder)
-        if "webrtc" in self.settings.server.channels:
+        if self.needs_voice:
             self.voice = await asyncio.to_thread(self._load_voice)
-        if self.settings.generation.backend == "seq2seq":
-            if not self.settings.generation.model:
-                raise ConfigError("generation.model must name a seq2seq model folder or id when generation.backend = 'seq2seq'")
-            self.generator = await asyncio.to_thread(self._load_generator, self.settings.generation.model)
+        if self.settings.generation.backend != "none":
+            self.generator = await asyncio.to_thread(self._load_generator, self.settings.generation.backend_options())
         self.retention.start()
 
     @property
@@ -237,25 +246,24 @@ class BotRuntime:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    @property
+    def needs_voice(self) -> bool:
+        """Whether any configured channel declares it needs VAD, ASR and TTS (``Channel.needs_voice``)."""
+        channels = (self.registry.resolve("channel", name, "server.channels") for name in self.settings.server.channels)
+        return any(getattr(cls, "needs_voice", False) for cls in channels)
+
     def _load_voice(self) -> VoiceServices:
-        """VAD, recogniser and voices, loaded once for every call of the process."""
+        """VAD, recogniser and voices ([vad], [asr], [tts]), loaded once for every call of the process."""
         try:
-            from voicebot.pipelines.tts.router import VoiceRouter
-            from voicebot.pipelines.vad.silero import SileroModel
-            from voicebot.voice.turns import TurnTakingOptions
             from voicebot.voice.call import VoiceServices
+            from voicebot.voice.turns import TurnTakingOptions
         except ImportError as exc:
-            raise ConfigError(f"server.channels has 'webrtc' but the voice extra is missing ({exc}): pip install 'voicebot[voice]'") from None
-        options = self.settings.voice
-        if options.asr_backend == "openai-whisper":
-            from voicebot.pipelines.asr.openai_whisper_backend import OpenAIWhisperRecognizer
-
-            recognizer: Any = OpenAIWhisperRecognizer(options.asr_model, device=options.asr_device)
-        else:
-            from voicebot.pipelines.asr.faster_whisper_backend import FasterWhisperRecognizer
-
-            recognizer = FasterWhisperRecognizer(options.asr_model, device=options.asr_device, max_batch=options.asr_max_batch)
-        return VoiceServices(SileroModel(), recognizer, VoiceRouter.default(), TurnTakingOptions(**options.turns))
+            raise ConfigError(f"a configured channel needs voice but the voice extra is missing ({exc}): pip install 'voicebot[voice]'") from None
+        settings = self.settings
+        vad = self.registry.create("vad", settings.vad.backend, settings.vad.backend_options(), "vad", registry=self.registry)
+        recognizer = self.registry.create("asr", settings.asr.backend, settings.asr.backend_options(), "asr", registry=self.registry)
+        voices = self.registry.create("tts", settings.tts.backend, settings.tts.backend_options(), "tts", registry=self.registry)
+        return VoiceServices(vad, recognizer, voices, TurnTakingOptions(**settings.voice.turns))
 
     async def erase_customer(self, user_id: str, tenant: str | None = None, *, actor: str = "api") -> dict[str, Any]:
         """Right to erasure: end the customer's live sessions (of ``tenant`` when given), then
@@ -269,20 +277,19 @@ class BotRuntime:
         """Barge-in: store what the caller actually heard of that turn's answer."""
         self._spawn(self.storage.record_interruption(conversation_id, turn_id, delivered))
 
-    def _load_generator(self, model: str) -> Seq2SeqGenerator:
-        from voicebot.pipelines.generation.seq2seq import Seq2SeqGenerator
-
-        options = self.settings.generation
-        generator = Seq2SeqGenerator(model, device=options.device, precision=options.precision, max_batch=options.max_batch,
-                                     max_wait_s=options.max_wait_s, max_input_tokens=options.max_input_tokens)
-        generator.warm_up()
+    def _load_generator(self, options: dict[str, Any]) -> Any:
+        generator = self.registry.create("generator", self.settings.generation.backend, options, "generation", registry=self.registry)
+        warm_up = getattr(generator, "warm_up", None)
+        if warm_up is not None:
+            warm_up()
         return generator
 
-    async def swap_generator(self, model: str) -> Seq2SeqGenerator:
+    async def swap_generator(self, model: str) -> Any:
         """Load a new generator beside the old one, then switch: sessions are never dropped, new
         turns use the new model and turns already generating finish on the old one."""
         async with self._swap_lock:
-            fresh = await asyncio.to_thread(self._load_generator, model)
+            options = {**self.settings.generation.backend_options(), "model": model}
+            fresh = await asyncio.to_thread(self._load_generator, options)
             old, self.generator = self.generator, fresh
             if old is not None:
                 await asyncio.to_thread(old.close)  # drains what is queued before stopping
@@ -305,15 +312,7 @@ class BotRuntime:
             self._log_redaction.remove()
 
     def text_stages(self, engine: DialogueEngine) -> list[Stage]:
-        generation = self.settings.generation
-        return [
-            TextLanguageStage(engine),
-            NluStage(engine),
-            DialogueStage(engine, self if generation.state_tracking else None),
-            GenerationStage(self, engine.detector, generation, self.settings.privacy),
-            ResponseStreamStage(),
-            PersistStage(self.storage),
-        ]
+        return self._text_stages(self, engine)
 
     async def open_session(self, channel: str, *, resume_token: str | None = None, language: str | None = None,
                            user_id: str | None = None, tenant: str | None = None, client: str | None = None,

@@ -3,36 +3,30 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from voicebot.core.registry import Registry
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from voicebot.config import ConfigError, NluSettings
+from voicebot.config import NluSettings
 from voicebot.dialogue.domain import Domain
 from voicebot.pipelines.nlu.charngram import (
     FORMAT_VERSION,
     CharNgramIntentClassifier,
     TfidfBaseline,
 )
+from voicebot.pipelines.nlu.base import IntentClassifier
 from voicebot.pipelines.nlu.entities import Entity, EntityExtractor
 
 log = logging.getLogger(__name__)
-
-
-class IntentClassifier(Protocol):
-    name: str
-
-    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> IntentClassifier: ...
-    def rank(self, text: str) -> list[tuple[str, float]]: ...
-    def rank_many(self, texts: Sequence[str]) -> list[list[tuple[str, float]]]: ...
-    def save(self, path: Path) -> None: ...
-    @classmethod
-    def load(cls, path: Path) -> IntentClassifier: ...
 
 
 @dataclass
@@ -79,30 +73,30 @@ def domain_examples(domain: Domain, extractor: EntityExtractor) -> list[Example]
 
 def fingerprint(domain: Domain, settings: NluSettings | None = None) -> str:
     settings = settings or NluSettings()
-    digest = hashlib.sha256(f"format={FORMAT_VERSION};backend={settings.backend};model={settings.embedding_model}".encode())
+    options = json.dumps(settings.backend_options(), sort_keys=True, default=str)
+    digest = hashlib.sha256(f"format={FORMAT_VERSION};backend={settings.backend};options={options}".encode())
     digest.update((domain.folder / "domain.yaml").read_bytes())
     for language in sorted(domain.examples):
         digest.update((domain.folder / "nlu" / f"{language}.yaml").read_bytes())
     return digest.hexdigest()[:16]
 
 
-def make_classifier(settings: NluSettings | None = None) -> IntentClassifier:
+def _registry(registry: Registry | None) -> Registry:
+    if registry is not None:
+        return registry
+    from voicebot.plugins import default_registry
+
+    return default_registry()
+
+
+def make_classifier(settings: NluSettings | None = None, registry: Registry | None = None) -> IntentClassifier:
+    """A new, untrained classifier of the configured backend (``[nlu] backend`` and its options)."""
     settings = settings or NluSettings()
-    if settings.backend == "embedding":
-        if not settings.embedding_model:
-            raise ConfigError("nlu.embedding_model must name a sentence-transformers model folder or id when nlu.backend = 'embedding'")
-        from voicebot.pipelines.nlu.embedding import EmbeddingIntentClassifier
-
-        return EmbeddingIntentClassifier(settings.embedding_model)
-    return CharNgramIntentClassifier()
+    return _registry(registry).create("nlu", settings.backend, settings.backend_options(), "nlu")
 
 
-def classifier_class(settings: NluSettings) -> type[IntentClassifier]:
-    if settings.backend == "embedding":
-        from voicebot.pipelines.nlu.embedding import EmbeddingIntentClassifier
-
-        return EmbeddingIntentClassifier
-    return CharNgramIntentClassifier
+def classifier_class(settings: NluSettings, registry: Registry | None = None) -> type[IntentClassifier]:
+    return _registry(registry).resolve("nlu", settings.backend, "nlu.backend")
 
 
 def train_classifier(examples: list[Example], settings: NluSettings | None = None) -> IntentClassifier:

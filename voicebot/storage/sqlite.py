@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from voicebot.core.batching import Batcher, BatchItem
 from voicebot.privacy import deletion
 from voicebot.privacy.audit import AUDIT_SCHEMA, list_audit_rows, subject_ref, write_audit_row
@@ -113,7 +115,17 @@ class StoredTurn:
     trace: dict[str, Any]
 
 
-class Storage:
+class SqliteStorage:
+    """The default backend (``[storage] backend = "sqlite"``): zero set-up, one file in the data dir."""
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        path: Path | None = Field(None, description="the database file; default: <storage.data_dir>/voicebot.sqlite")
+
+    @classmethod
+    def from_options(cls, options: SqliteStorage.Options, *, data_dir: Path, sealer: Sealer | None = None, **_: Any) -> SqliteStorage:
+        return cls(options.path or data_dir / "voicebot.sqlite", sealer)
+
     def __init__(self, path: Path, sealer: Sealer | None = None) -> None:
         self.path = path
         # Redaction and encryption of stored text (voicebot.privacy.sealing); none by default.
@@ -455,3 +467,6 @@ class _transaction:
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+Storage = SqliteStorage  # the name callers used before the storage protocol (voicebot.storage.base)
