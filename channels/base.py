@@ -1,36 +1,59 @@
 """The channel adapter contract: small enough to learn in five minutes.
 
-A channel turns connections of one kind into sessions of the runtime and renders the session's
-events for its clients:
+A channel turns connections of one kind into sessions and renders the session's events for its
+clients. It writes three things:
 
 * ``routes()``: the HTTP/websocket routes it serves (mounted by the server, nothing else to edit);
-* for each connection, ``runtime.open_session(channel=self.name, ...)`` gives a ``SessionHandle``;
-  user input goes in with ``handle.send_text(text)`` (voice channels push audio frames instead);
-* bot output comes out of ``handle.events()`` as typed events (``BotTextChunk``, ``BotMessage``,
-  ``BotAudioChunk``, ``ErrorEvent``...), which the channel renders in its own format;
-* ``handle.close()`` ends the conversation; ``drain()`` says goodbye at a graceful shutdown and
-  ``close()`` stops the channel;
-* limits (voicebot/access/limits.py): pass the peer's address as ``open_session(..., client=address)`` so
-  it counts toward ``limits.sessions_per_client`` (``LimitExceeded`` when refused), and call
-  ``runtime.message_rate.hit(handle.id)`` before each user message to apply the message rate.
+* how it reads its clients' input and renders ``handle.events()`` (typed events: ``BotTextChunk``,
+  ``BotMessage``, ``ErrorEvent``...; a voice channel feeds PCM to a ``VoiceCall`` instead);
+* optionally ``say_goodbye(handle, goodbye)``: how its client hears the goodbye at a graceful
+  shutdown, and ``close()``.
 
-Register a channel by name in config (``server.channels``) as a built-in name, a
-``"package.module:ClassName"`` path, or an entry point in the ``voicebot.channels`` group.
+The rules every channel follows live here, not in each channel:
+
+* ``admit(token, origin)``: the session token and the web origin (``Unauthorized``: 401/403);
+* ``open_session(claims, client=..., ...)``: the session limits (per address, in total), resume,
+  shutdown; every refusal is a ``voicebot.core.errors.Refusal`` with ``code``, ``message`` and
+  ``http_status`` that the channel renders in its own wire format (``refusal_response`` for HTTP);
+* the message rate: ``handle.send_text`` counts each message (``LimitExceeded("rate_limited")``);
+* ``start_call()``: the process-wide call limit (``voice.max_calls``) for channels with voice;
+* ``drain(deadline)``: at SIGTERM, turns in flight finish, each client gets the goodbye in its
+  language (``say_goodbye``), then its session ends.
+
+A channel has its own config section ``[channels.<name>]``, validated by its ``Options`` model,
+and says whether it needs voice (``needs_voice``): the runtime then loads VAD, ASR and TTS.
+Register it in ``server.channels`` as a built-in name, a ``"package.module:ClassName"`` path, or
+an entry point in group ``voicebot.channel``. docs/extending.md has a complete example.
 """
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
+from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute
 
+from voicebot.access.limits import CallSlot
+from voicebot.access.tokens import SessionClaims
 from voicebot.config import ConfigError
+from voicebot.core.errors import Refusal
 from voicebot.core.registry import NoOptions
 
 if TYPE_CHECKING:
-    from voicebot.core.runtime import BotRuntime
+    from voicebot.core.runtime import BotRuntime, SessionHandle
+
+
+@dataclass(frozen=True)
+class Goodbye:
+    """What a client is told when the server stops: in its language; it may resume afterwards."""
+
+    text: str
+    language: str
+    resume: bool = True
 
 
 class Channel(ABC):
@@ -41,6 +64,7 @@ class Channel(ABC):
     def __init__(self, runtime: BotRuntime, options: BaseModel | None = None) -> None:
         self.runtime = runtime
         self.options = options if options is not None else self.Options()
+        self._live: dict[str, SessionHandle] = {}  # sessions opened through open_session, for drain
 
     @classmethod
     def from_options(cls, options: BaseModel, *, runtime: BotRuntime, **_: Any) -> Channel:
@@ -50,12 +74,56 @@ class Channel(ABC):
     def routes(self) -> list[BaseRoute]:
         """Routes this channel serves."""
 
+    # -- the rules every channel follows ---------------------------------------------------------
+    def admit(self, token: str | None, origin: str | None) -> SessionClaims:
+        """The claims of a valid session token from an allowed origin, else ``Unauthorized``."""
+        return self.runtime.access.admit(token, origin)
+
+    async def open_session(self, claims: SessionClaims, *, client: str | None = None, resume_token: str | None = None,
+                           language: str | None = None, user_id: str | None = None) -> SessionHandle:
+        """A new or resumed session of the claims' tenant, counted toward the session limits;
+        raises a ``Refusal`` (limits, unknown resume token, shutting down). The channel's sessions
+        are tracked so ``drain`` can say goodbye to each."""
+        handle = await self.runtime.open_session(
+            self.name, resume_token=resume_token, language=language or claims.language, user_id=user_id, tenant=claims.tenant,
+            client=client, customer=None if resume_token else (claims.customer or None))
+        self._sessions()[handle.id] = handle
+        return handle
+
+    def start_call(self) -> CallSlot:
+        """One of the process's ``voice.max_calls`` call slots, shared by every voice channel;
+        ``Busy`` when none is free. Release it when the call ends (twice is harmless)."""
+        return self.runtime.calls.acquire()
+
+    @staticmethod
+    def refusal_response(refusal: Refusal) -> JSONResponse:
+        """A refusal as an HTTP answer: its status, ``{"error": code, "message": ...}``, and
+        ``Retry-After`` where waiting helps."""
+        headers = {"Retry-After": str(max(1, round(refusal.retry_after or 5)))} if refusal.http_status in (429, 503) else None
+        return JSONResponse(refusal.payload(), status_code=refusal.http_status, headers=headers)
+
     async def drain(self, deadline: float) -> None:
-        """Graceful shutdown (SIGTERM): let the live sessions' turns finish, say goodbye, end them,
-        all before ``deadline`` (event-loop time). Default: nothing; ``close()`` still runs."""
+        """Graceful shutdown (SIGTERM): let each live session's turns finish, tell its client
+        goodbye in its language, end it; all before ``deadline`` (event-loop time)."""
+        handles = [handle for handle in self._sessions().values() if not handle.closed]
+        await asyncio.gather(*(self._goodbye(handle, deadline) for handle in handles), return_exceptions=True)
+
+    async def _goodbye(self, handle: SessionHandle, deadline: float) -> None:
+        await handle.wait_idle(deadline)
+        text, language = handle.engine.locales.message("server_restarting", handle.session.state.language)
+        await self.say_goodbye(handle, Goodbye(text, language), deadline)
+
+    async def say_goodbye(self, handle: SessionHandle, goodbye: Goodbye, deadline: float) -> None:
+        """Render the goodbye for this session's client and end the session. Default: just end it."""
+        await handle.close()
 
     async def close(self) -> None:
         """Stop accepting connections and end the live ones (default: nothing to do)."""
+
+    def _sessions(self) -> dict[str, SessionHandle]:
+        for session_id in [sid for sid, handle in self._live.items() if handle.closed]:
+            del self._live[session_id]
+        return self._live
 
 
 def load_channels(runtime: BotRuntime) -> list[Channel]:

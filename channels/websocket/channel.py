@@ -18,12 +18,11 @@ import logging
 from typing import Any
 
 from pydantic import BaseModel
-from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from voicebot.access.tokens import AccessDenied, OriginRefused, SessionClaims
-from voicebot.channels.base import Channel
+from voicebot.access.tokens import SessionClaims
+from voicebot.channels.base import Channel, Goodbye
 from voicebot.channels.websocket.protocol import (
     PROTOCOL_VERSION,
     Cancel,
@@ -39,9 +38,9 @@ from voicebot.channels.websocket.protocol import (
     clean_text,
     parse,
 )
+from voicebot.core.errors import Refusal, ResumeError, ShuttingDown
 from voicebot.core.events import BotMessage, BotTextChunk, ErrorEvent
-from voicebot.access.limits import LimitExceeded
-from voicebot.core.runtime import BotRuntime, ResumeError, SessionHandle, ShuttingDown
+from voicebot.core.runtime import BotRuntime, SessionHandle
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +53,7 @@ class WebsocketChatChannel(Channel):
     def __init__(self, runtime: BotRuntime, options: BaseModel | None = None) -> None:
         super().__init__(runtime, options)
         self.connections: set[_Connection] = set()
+        self._by_session: dict[str, _Connection] = {}
 
     def routes(self) -> list[BaseRoute]:
         return [WebSocketRoute("/ws", self.serve)]
@@ -62,9 +62,9 @@ class WebsocketChatChannel(Channel):
         """Only a valid session token (``/ws?access_token=``, from POST /api/session-token) from an
         allowed web origin gets a connection; the refusal is an HTTP answer to the handshake."""
         try:
-            claims = self.runtime.access.admit(websocket.query_params.get("access_token"), websocket.headers.get("origin"))
-        except AccessDenied as exc:
-            await refuse(websocket, 403 if isinstance(exc, OriginRefused) else 401, "unauthorized", str(exc))
+            claims = self.admit(websocket.query_params.get("access_token"), websocket.headers.get("origin"))
+        except Refusal as exc:
+            await refuse(websocket, exc)
             return
         await websocket.accept()
         connection = _Connection(self, websocket, claims)
@@ -73,18 +73,30 @@ class WebsocketChatChannel(Channel):
             await connection.run()
         finally:
             self.connections.discard(connection)
+            if connection.handle is not None:
+                self._by_session.pop(connection.handle.id, None)
 
     async def drain(self, deadline: float) -> None:
-        await asyncio.gather(*(connection.say_goodbye(deadline) for connection in list(self.connections)), return_exceptions=True)
+        await super().drain(deadline)
+        # Connections that never opened a session are closed too (the base knows only sessions).
+        idle = [connection for connection in list(self.connections) if connection.handle is None]
+        await asyncio.gather(*(connection.close_socket(1012, "server restarting") for connection in idle), return_exceptions=True)
+
+    async def say_goodbye(self, handle: SessionHandle, goodbye: Goodbye, deadline: float) -> None:
+        connection = self._by_session.get(handle.id)
+        if connection is None:
+            await handle.close()
+            return
+        await connection.say_goodbye(goodbye, deadline)
 
 
-async def refuse(websocket: WebSocket, status: int, code: str, message: str) -> None:
-    """Answer the handshake with an HTTP error and a JSON body (the client can read why);
-    servers without the denial-response extension close with 1008 and the reason instead."""
+async def refuse(websocket: WebSocket, refusal: Refusal) -> None:
+    """Answer the handshake with the refusal's HTTP status and JSON body (the client can read
+    why); servers without the denial-response extension close with 1008 and the reason instead."""
     try:
-        await websocket.send_denial_response(JSONResponse({"error": code, "message": message}, status_code=status))
+        await websocket.send_denial_response(Channel.refusal_response(refusal))
     except RuntimeError:
-        await websocket.close(code=1008, reason=message[:120])
+        await websocket.close(code=1008, reason=refusal.message[:120])
 
 
 class ClientStalled(ConnectionError):
@@ -194,7 +206,7 @@ class _Connection:
                         break
                 except ProtocolError as exc:
                     await self.error(exc.code, exc.message)
-                except LimitExceeded as exc:
+                except Refusal as exc:
                     await self.refused(exc)
         except _Close as exc:
             close = exc
@@ -207,12 +219,12 @@ class _Connection:
         finally:
             await self.shutdown(ended_by_client, close)
 
-    async def refused(self, exc: LimitExceeded) -> None:
+    async def refused(self, exc: Refusal) -> None:
         """Say which limit refused and, where waiting helps, for how long; a session refusal
         closes the connection (1013: try again later); ignoring rate refusals closes it (1008)."""
         extra = {"retry_after": exc.retry_after} if exc.retry_after is not None else {}
         await self.error(exc.code, exc.message, **extra)
-        if exc.code in SESSION_REFUSALS:
+        if exc.code in SESSION_REFUSALS or isinstance(exc, ShuttingDown):
             log.info("websocket client %s refused: %s", self.client, exc.code)
             raise _Close(1013, exc.message)
         if exc.code == "rate_limited":
@@ -221,12 +233,6 @@ class _Connection:
                 log.warning("websocket client %s closed: %d rate-limited messages in a row", self.client, self.refused_in_a_row)
                 raise _Close(1008, f"{self.refused_in_a_row} messages in a row over the rate limit")
 
-    def count_message(self) -> None:
-        """Count a message that makes the server work (a turn, a stored rating) against the
-        session's rate; raises LimitExceeded("rate_limited")."""
-        assert self.handle is not None
-        self.runtime.message_rate.hit(self.handle.id)
-        self.refused_in_a_row = 0
 
     async def handle_text(self, raw: str) -> bool:
         """Handle one client frame; True when the client ended the conversation."""
@@ -258,16 +264,13 @@ class _Connection:
             raise ProtocolError("already_started", "this connection already has a session")
         try:
             if isinstance(message, Resume):
-                self.handle = await self.runtime.open_session(self.channel.name, resume_token=message.token, tenant=self.claims.tenant,
-                                                              client=self.client)
+                self.handle = await self.channel.open_session(self.claims, resume_token=message.token, client=self.client)
             else:
-                self.handle = await self.runtime.open_session(self.channel.name, language=message.language or self.claims.language,
-                                                              user_id=message.user_id, tenant=self.claims.tenant,
-                                                              customer=self.claims.customer or None, client=self.client)
-        except ResumeError as exc:
-            raise ProtocolError("resume_failed", str(exc)) from None
-        except ShuttingDown as exc:
-            raise ProtocolError("server_restarting", str(exc)) from None
+                self.handle = await self.channel.open_session(self.claims, language=message.language, user_id=message.user_id,
+                                                              client=self.client)
+        except (ResumeError, ShuttingDown) as exc:
+            raise ProtocolError(exc.code, exc.message) from None
+        self.channel._by_session[self.handle.id] = self
         state = self.handle.session.state
         payload: dict[str, Any] = {
             "type": "session", "protocol": PROTOCOL_VERSION, "session_id": self.handle.id, "token": self.handle.token,
@@ -292,11 +295,12 @@ class _Connection:
 
     async def user_message(self, message: UserMessage) -> None:
         assert self.handle is not None
-        self.count_message()
         text = clean_text(message.text, self.runtime.settings.server.max_message_chars)
         if len(self.pending) >= MAX_PENDING_TURNS:
+            self.handle.count_message()  # a refused message still counts toward the rate
             raise ProtocolError("busy", f"at most {MAX_PENDING_TURNS} messages may wait for an answer; wait for the bot")
-        turn_id = await self.handle.send_text(text)
+        turn_id = await self.handle.send_text(text)  # counts toward the message rate
+        self.refused_in_a_row = 0
         self.pending.add(turn_id)
         await self.send({"type": "ack", "turn_id": turn_id, "client_id": message.client_id})
         await self.send({"type": "typing", "turn_id": turn_id, "on": True})
@@ -305,7 +309,8 @@ class _Connection:
         """Store a rating of a bot message of this conversation (by its turn id) or of the
         conversation. Only stored turns can be rated: a message is sent after its turn is stored."""
         assert self.handle is not None
-        self.count_message()
+        self.handle.count_message()
+        self.refused_in_a_row = 0
         rating, comment = check_feedback(message)
         storage = self.runtime.storage
         if message.turn_id is None:
@@ -341,14 +346,13 @@ class _Connection:
         while self.pending and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
 
-    async def say_goodbye(self, deadline: float) -> None:
+    async def say_goodbye(self, goodbye: Goodbye, deadline: float) -> None:
         """Graceful shutdown: answer the messages already sent, tell the client why the connection
         ends (in its language; it may resume on the restarted server), then close (1012)."""
         await self.drain(timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
-        if self.handle is not None:
-            text, language = self.handle.engine.locales.message("server_restarting", self.handle.session.state.language)
-            with contextlib.suppress(Exception):
-                await self.send({"type": "ended", "reason": "server_restart", "message": text, "language": language, "resume": True})
+        with contextlib.suppress(Exception):
+            await self.send({"type": "ended", "reason": "server_restart", "message": goodbye.text, "language": goodbye.language,
+                             "resume": goodbye.resume})
         await self.close_socket(1012, "server restarting")
 
     async def shutdown(self, ended_by_client: bool, close: _Close | None = None) -> None:

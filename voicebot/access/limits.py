@@ -17,14 +17,15 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from voicebot.config import LimitSettings
+from voicebot.core.errors import Busy, Refusal
 
 
-class LimitExceeded(Exception):
-    """A refusal the client is told about: ``code`` is the protocol's error code."""
+class LimitExceeded(Refusal):
+    """A limit refused: ``code`` is the protocol's error code (rate_limited: 429, the session
+    limits: 503), ``retry_after`` says when trying again may work."""
 
     def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.retry_after = code, message, retry_after
+        super().__init__(message, code=code, http_status=429 if code == "rate_limited" else 503, retry_after=retry_after)
 
 
 class SessionSlot:
@@ -131,3 +132,30 @@ class MessageRateLimiter:
     def _forget_if_idle(self, key: str) -> None:
         if self._limiter.get_window_stats(self._item, key).remaining >= self.amount:
             self._limiter.clear(self._item, key)
+
+
+class CallSlot:
+    """One admitted call; releasing it twice is harmless, so every exit path may release."""
+
+    def __init__(self, limiter: CallLimiter) -> None:
+        self._limiter: CallLimiter | None = limiter
+
+    def release(self) -> None:
+        if self._limiter is not None:
+            self._limiter.active -= 1
+            self._limiter = None
+
+
+class CallLimiter:
+    """Concurrent calls of the whole process, whatever their channel (``voice.max_calls``): a
+    call needs most of a core here, so more are refused rather than all getting slow."""
+
+    def __init__(self, max_calls: int) -> None:
+        self.max_calls = max_calls
+        self.active = 0
+
+    def acquire(self) -> CallSlot:
+        if self.active >= self.max_calls:
+            raise Busy("too many calls at once; try again shortly")
+        self.active += 1
+        return CallSlot(self)

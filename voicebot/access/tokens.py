@@ -11,15 +11,19 @@ from typing import Any
 
 import jwt
 
+from voicebot.core.errors import Unauthorized
+
 AUDIENCE = "voicebot-session"
 ALGORITHM = "HS256"
 
 
-class AccessDenied(Exception):
+class AccessDenied(Unauthorized):
     """A request without a valid credential; the message says why without echoing secrets."""
 
 
 class OriginRefused(AccessDenied):
+    http_status = 403
+
     """A browser page of a web origin the tenant does not allow."""
 
 

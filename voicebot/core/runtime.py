@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 from voicebot.access.control import AccessControl
 from voicebot.config import ConfigError, Settings
+from voicebot.core.errors import ResumeError, ShuttingDown, UnknownTenant
 from voicebot.dialogue.domain import DomainError
 from voicebot.dialogue.engine import DialogueEngine
 from voicebot.core.events import BotMessage, BotReply, ErrorEvent, Event, UserText
-from voicebot.access.limits import MessageRateLimiter, SessionLimiter, SessionSlot
+from voicebot.access.limits import CallLimiter, MessageRateLimiter, SessionLimiter, SessionSlot
 from voicebot.core.pipeline import SessionPipeline, Stage, TurnContext
 from voicebot.privacy.logs import LogRedaction
 from voicebot.privacy.retention import RetentionJob
 from voicebot.privacy.sealing import Sealer
 from voicebot.core.session import HistoryEntry, Session
-from voicebot.storage.sqlite import Storage
 
 if TYPE_CHECKING:
     from voicebot.core.registry import Registry
@@ -35,20 +35,8 @@ StageFactory = Callable[["BotRuntime", DialogueEngine], list[Stage]]
 log = logging.getLogger(__name__)
 
 
-class ResumeError(Exception):
-    """The resume token is unknown (or its conversation is gone, or belongs to another tenant)."""
-
-
 class DomainProblems(Exception):
     """A domain folder that does not load; the message lists its problems with file and line."""
-
-
-class ShuttingDown(Exception):
-    """The server is stopping (SIGTERM): new sessions are refused while live ones finish."""
-
-
-class UnknownTenant(Exception):
-    """A session was asked for a tenant this server does not host."""
 
 
 DEFAULT_TENANT = "default"
@@ -83,12 +71,30 @@ class SessionHandle:
     def start(self) -> None:
         self.pipeline.start()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def count_message(self) -> None:
+        """Count one message that makes the server work against the session's rate
+        (``limits.messages_per_second``); ``LimitExceeded("rate_limited")`` when over it.
+        ``send_text`` counts its own; a channel calls this for other work (a stored rating)."""
+        self.runtime.message_rate.hit(self.id)
+
+    async def wait_idle(self, deadline: float) -> None:
+        """Until every turn sent has its answer out of ``events()``, or ``deadline`` (loop time)."""
+        loop = asyncio.get_running_loop()
+        while self._timers and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
     async def send_text(self, text: str, language: str | None = None, language_trace: dict[str, Any] | None = None,
                         extra_trace: dict[str, Any] | None = None) -> str:
         """Start a turn for one user message; its events arrive on ``events()``.
 
         A voice channel passes the language its spoken-language ID chose and what it measured
-        (recognition, endpointing) for the turn's trace."""
+        (recognition, endpointing) for the turn's trace. Counts toward the message rate:
+        ``LimitExceeded("rate_limited")`` before anything starts when over it."""
+        self.count_message()
         turn_id = secrets.token_hex(6)
         turn = self.pipeline.begin_turn(turn_id, user_text=text)
         if extra_trace:
@@ -126,7 +132,7 @@ class SessionHandle:
         """A failing stage still gives the customer a polite answer in their language, offering a
         human (a "yes" next accepts), and the turn is stored under its own index."""
         state = self.session.state
-        if isinstance(stage, PersistStage):
+        if stage.name == "storage":  # PersistStage: the turn is not stored, so say so rather than offer a human
             text, _ = self.engine.locales.message("error_storage", state.language)
             log.error("session %s: turn %s could not be stored (%s: %s)", self.id, turn.turn_id, type(exc).__name__, exc)
             return [ErrorEvent(session_id=self.id, turn_id=turn.turn_id, code="storage_failed", message=text)]
@@ -199,7 +205,8 @@ class BotRuntime:
         self._background: set[asyncio.Task[Any]] = set()
         self.sessions: dict[str, SessionHandle] = {}
         self.session_limiter = SessionLimiter.from_settings(settings.limits)
-        self.message_rate = MessageRateLimiter.from_settings(settings.limits)  # per session id; channels call hit()
+        self.message_rate = MessageRateLimiter.from_settings(settings.limits)  # per session id; SessionHandle.send_text counts
+        self.calls = CallLimiter(settings.voice.max_calls)  # shared by every voice channel (Channel.start_call)
         self._swap_lock = asyncio.Lock()
 
     async def start(self) -> None:
