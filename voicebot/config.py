@@ -7,6 +7,7 @@ message that names the setting instead of being silently ignored.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -41,7 +42,19 @@ class BackendSection(BaseModel):
     backend: str
 
     def backend_options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
+        """The backend's own keys. From the environment they arrive as text: a value that reads
+        as a JSON list or table is decoded (``VOICEBOT_ASR__REPLACEMENTS='{"a": "b"}'``), as
+        pydantic-settings does for the settings it knows."""
+        return {key: _json_or_text(value) for key, value in (self.model_extra or {}).items()}
+
+
+def _json_or_text(value: Any) -> Any:
+    if isinstance(value, str) and value.strip()[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 class DomainSettings(_Section):
@@ -77,6 +90,11 @@ class LanguageSettings(_Section):
     switch_confidence: float = Field(0.85, ge=0, le=1, description="Evidence needed to switch language")
     min_chars_to_switch: int = Field(10, ge=1, description="Shorter messages keep the session language")
     detector_seed: int = 0
+    # Spoken-language ID on a call (pipelines/lid/spoken.py): audio and transcript weighed together.
+    spoken_switch_confidence: float = Field(0.7, ge=0, le=1, description="Combined audio + text evidence needed to switch on a call")
+    spoken_min_audio_s: float = Field(1.0, ge=0, description="Shorter utterances keep the call's language")
+    spoken_min_letters: int = Field(8, ge=0, description="Transcripts with fewer letters keep the call's language")
+    spoken_audio_weight: float = Field(0.6, ge=0, le=1, description="Weight of Whisper's audio scores; the transcript's text scores get the rest")
 
 
 class GenerationSettings(BackendSection):
