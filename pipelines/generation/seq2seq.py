@@ -23,24 +23,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from voicebot.pipelines.generation.base import GenerationError, GenerationResult
+
 log = logging.getLogger(__name__)
 
 _STOP = object()
-
-
-class GenerationError(Exception):
-    """Generation failed for this request (its batch-mates are unaffected)."""
-
-
-@dataclass
-class GenerationResult:
-    text: str
-    tokens: int
-    cancelled: bool
-    batch_size: int
-    queued_ms: float
-    generate_ms: float
-    model: str
 
 
 @dataclass(eq=False)
