@@ -7,7 +7,7 @@ Prints microseconds per turn (p50 / p95) for:
   number, a card and an IBAN;
 - encryption + decryption of what a turn stores (user text, bot text, trace JSON, dialogue state),
   with ``cryptography``'s Fernet;
-- ``Storage.save_turn`` (a real SQLite file in WAL mode, one turn at a time, awaited) with privacy
+- ``SqliteStorage.save_turn`` (a real SQLite file in WAL mode, one turn at a time, awaited) with privacy
   off, and with redaction + encryption on (the defaults), and reading the conversation back.
 
 The trace has the structure and size of the engine's (``DialogueEngine.respond``): intent top-3,
@@ -35,7 +35,8 @@ from cryptography.fernet import Fernet
 from voicebot.config import PrivacySettings
 from voicebot.privacy.sealing import Sealer
 from voicebot.core.session import DialogueState, HistoryEntry, SlotValue
-from voicebot.storage.sqlite import Storage, StoredTurn
+from voicebot.storage import StoredTurn
+from voicebot.storage.sqlite import SqliteStorage
 
 PLAIN = ("Hi, where is my order 12345? It was supposed to arrive on 2026-12-03.",
          "Order 12345 (Redmi Note 13) has shipped and should arrive on 2026-12-03. The total was 189.90 EUR.")
@@ -137,7 +138,7 @@ async def bench_storage(turns: int) -> dict[str, Any]:
         }
         storages = {}
         for number, (name, sealer) in enumerate(modes.items()):
-            storages[name] = Storage(Path(folder) / f"{number}.sqlite", sealer)
+            storages[name] = SqliteStorage(Path(folder) / f"{number}.sqlite", sealer)
             await storages[name].open()
             await storages[name].create_conversation("c", "token", "websocket", "en", "customer", state)
         writes = {name: np.empty(turns) for name in modes}

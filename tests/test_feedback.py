@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import ChatClient, ServerProcess, authorized, fresh_data_dir
 from voicebot.core.session import DialogueState
-from voicebot.storage.sqlite import Storage
+from voicebot.storage.sqlite import SqliteStorage
 
 
 async def _stored(server: ServerProcess, session_id: str) -> dict:  # type: ignore[type-arg]
@@ -182,7 +182,7 @@ async def test_a_database_from_before_feedback_gets_the_columns(tmp_path: Path) 
     path = tmp_path / "voicebot.sqlite"
     with sqlite3.connect(path) as db:
         db.executescript(OLD_SCHEMA)
-    storage = Storage(path)
+    storage = SqliteStorage(path)
     await storage.open()
     try:
         found = await storage.get_conversation("c1")
@@ -209,7 +209,7 @@ async def test_a_database_from_before_feedback_gets_the_columns(tmp_path: Path) 
 
 async def _storage_reopens(path: Path) -> None:
     """Opening again (the columns already there) changes nothing."""
-    storage = Storage(path)
+    storage = SqliteStorage(path)
     await storage.open()
     try:
         found = await storage.get_conversation("c1")

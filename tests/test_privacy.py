@@ -29,7 +29,8 @@ from voicebot.privacy.restore import PlaceholderStream
 from voicebot.privacy.sealing import Sealer
 from voicebot.core.runtime import BotRuntime
 from voicebot.core.session import DialogueState, SlotValue
-from voicebot.storage.sqlite import Storage, StoredTurn
+from voicebot.storage import Storage, StoredTurn
+from voicebot.storage.sqlite import SqliteStorage
 
 EMAIL = "maria.garcia@example.com"
 PHONE = "+49 151 2345 6789"
@@ -74,8 +75,8 @@ def pii_turn(conversation_id: str, index: int = 1, marker: str = "") -> StoredTu
     return StoredTurn(conversation_id, index, f"t{index}", user, bot, "en", "login_problem", "action", trace)
 
 
-async def open_storage(path: Path, seal: Sealer | None) -> Storage:
-    storage = Storage(path, seal)
+async def open_storage(path: Path, seal: Sealer | None) -> SqliteStorage:
+    storage = SqliteStorage(path, seal)
     await storage.open()
     return storage
 
@@ -242,12 +243,16 @@ async def test_export_reads_encrypted_conversations_with_the_servers_keys(tmp_pa
     await store_conversation(storage, "c1", None)
     await storage.close()
     out = tmp_path / "dataset.jsonl"
-    report = export_dataset(path, out, ExportOptions(cipher=sealer(KEY_A).cipher))
+    exporting = await open_storage(path, sealer(KEY_A))  # the server's keys
+    try:
+        report = await export_dataset(exporting, out, ExportOptions())
+    finally:
+        await exporting.close()
     line = json.loads(out.read_text(encoding="utf-8"))
     assert report.written == 1 and "<EMAIL>" in line["input"] and "<EMAIL>" in line["target"] and EMAIL not in out.read_text()
     assert report.redactions["email"] >= 2
     with pytest.raises(EncryptionKeyError):
-        export_dataset(path, out, ExportOptions())
+        await open_storage(path, Sealer())  # an export without the keys: refused at open
 
 
 # -- retention, erasure, audit --------------------------------------------------------------------

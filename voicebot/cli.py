@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from voicebot.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from voicebot.storage.base import Storage
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -115,7 +121,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_export_dataset(args: argparse.Namespace) -> int:
-    from voicebot.learning.export import ExportOptions, export_dataset
+    from voicebot.learning.export import ExportOptions, ExportReport, export_dataset
 
     settings = _settings(args)
     try:
@@ -123,13 +129,15 @@ def cmd_export_dataset(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"voicebot: {exc}", file=sys.stderr)
         return 2
-    from voicebot.privacy.crypto import TextCipher
-
     options = ExportOptions(min_turn_rating=args.min_turn_rating, include_unrated=args.include_unrated, extra_patterns=patterns,
-                            cipher=TextCipher.from_settings(settings.privacy, settings.storage.data_dir, create=False),
                             stored_pattern_names=tuple(name for named in settings.privacy.extra_patterns.values() for name in named))
+
+    async def export() -> ExportReport:
+        async with _opened(_tool_storage(settings)) as storage:
+            return await export_dataset(storage, args.out, options)
+
     try:
-        report = export_dataset(settings.storage.data_dir / "voicebot.sqlite", args.out, options)
+        report = asyncio.run(export())
     except FileNotFoundError as exc:
         print(f"voicebot: {exc}", file=sys.stderr)
         return 2
@@ -137,45 +145,55 @@ def cmd_export_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tool_storage(settings: Settings) -> Storage:
+    """The configured storage backend with the server's keys, for a command that reads or
+    rewrites what the server stored (no key file is created for it)."""
+    from voicebot.plugins import default_registry
+    from voicebot.privacy.sealing import Sealer
+
+    sealer = Sealer.from_settings(settings.privacy, settings.storage.data_dir, create_key=False)
+    return default_registry().create("storage", settings.storage.backend, settings.storage.backend_options(), "storage",
+                                     data_dir=settings.storage.data_dir, sealer=sealer)
+
+
+@contextlib.asynccontextmanager
+async def _opened(storage: Storage) -> AsyncIterator[Storage]:
+    """Open what is stored, without creating a store where none is (FileNotFoundError): opening
+    checks that the keys read it before anything is read or rewritten."""
+    try:
+        await storage.open(create=False)
+        yield storage
+    finally:
+        await storage.close()
+
+
 def _check_stored_keys(settings: Settings) -> None:
     """Before serving: the configured keys must read the stored conversations (a ConfigError
     naming the setting otherwise, instead of a traceback from inside the server's start-up)."""
-    import sqlite3
 
-    from voicebot.privacy.sealing import Sealer
+    async def check() -> None:
+        with contextlib.suppress(FileNotFoundError):  # nothing stored yet: nothing to read
+            async with _opened(_tool_storage(settings)):
+                pass
 
-    path = settings.storage.data_dir / "voicebot.sqlite"
-    if not path.is_file():
-        return
-    sealer = Sealer.from_settings(settings.privacy, settings.storage.data_dir, create_key=False)
-    db = sqlite3.connect(path)
-    try:
-        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'dialogue_state'").fetchone():
-            sealer.verify(db)
-    finally:
-        db.close()
+    asyncio.run(check())
 
 
 async def _rotate_keys(settings: Settings) -> int:
-    from voicebot.privacy.sealing import Sealer
-    from voicebot.storage.sqlite import Storage
-
-    path = settings.storage.data_dir / "voicebot.sqlite"
-    if not path.is_file():
-        print(f"voicebot: no conversation database at {path}", file=sys.stderr)
-        return 2
-    sealer = Sealer.from_settings(settings.privacy, settings.storage.data_dir, create_key=False)
-    if not sealer.cipher.has_keys:
-        print(f"voicebot: no encryption key configured ({sealer.cipher.source})", file=sys.stderr)
-        return 2
-    storage = Storage(path, sealer)
-    await storage.open()  # the keys must read what is stored before anything is rewritten
-    try:
-        counts = await storage.rotate_encryption(actor="cli")
-    finally:
+    storage = _tool_storage(settings)
+    cipher = storage.sealer.cipher
+    if not cipher.has_keys:
         await storage.close()
+        print(f"voicebot: no encryption key configured ({cipher.source})", file=sys.stderr)
+        return 2
+    try:
+        async with _opened(storage):
+            counts = await storage.rotate_encryption(actor="cli")
+    except FileNotFoundError as exc:
+        print(f"voicebot: {exc}", file=sys.stderr)
+        return 2
     print(f"re-encrypted {counts['reencrypted']} value(s) under the newest key, encrypted {counts['encrypted']} unencrypted value(s), "
-          f"{counts['current']} already under the newest key ({sealer.cipher.source}).\n"
+          f"{counts['current']} already under the newest key ({cipher.source}).\n"
           "Every stored value is now under the first key: the others can be removed from the configuration.")
     return 0
 

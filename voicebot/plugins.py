@@ -11,6 +11,7 @@ from functools import cache
 
 from voicebot.config import Settings
 from voicebot.core.registry import PluginKind, Registry
+from voicebot.storage.base import STORAGE_METHODS
 
 KINDS = (
     PluginKind("channel", {
@@ -19,7 +20,7 @@ KINDS = (
     }, required=("routes", "name")),
     PluginKind("storage", {
         "sqlite": "voicebot.storage.sqlite:SqliteStorage",
-    }, required=("open", "close", "create_conversation", "save_turn", "resume")),
+    }, required=STORAGE_METHODS),  # every method of the contract, voicebot/storage/base.py
     PluginKind("asr", {
         "faster-whisper": "voicebot.pipelines.asr.faster_whisper_backend:FasterWhisperRecognizer",
         "openai-whisper": "voicebot.pipelines.asr.openai_whisper_backend:OpenAIWhisperRecognizer",

@@ -28,6 +28,7 @@ from voicebot.core.session import HistoryEntry, Session
 
 if TYPE_CHECKING:
     from voicebot.core.registry import Registry
+    from voicebot.storage.base import Storage
     from voicebot.voice.call import VoiceServices
 
 StageFactory = Callable[["BotRuntime", DialogueEngine], list[Stage]]
@@ -193,8 +194,8 @@ class BotRuntime:
         self._text_stages = text_stages
         self.data_dir = settings.storage.data_dir
         # Stored text is redacted and encrypted (privacy.*); a bad key setting fails here, clearly.
-        self.storage = registry.create("storage", settings.storage.backend, settings.storage.backend_options(), "storage",
-                                       data_dir=self.data_dir, sealer=Sealer.from_settings(settings.privacy, self.data_dir))
+        self.storage: Storage = registry.create("storage", settings.storage.backend, settings.storage.backend_options(), "storage",
+                                                data_dir=self.data_dir, sealer=Sealer.from_settings(settings.privacy, self.data_dir))
         self.retention = RetentionJob(self.storage, settings.privacy, lambda: list(self.sessions))
         self._log_redaction: LogRedaction | None = None
         self.draining = False  # set at SIGTERM: no new sessions

@@ -12,7 +12,7 @@ from voicebot.core.events import BotMessage, BotReply, BotTextChunk, Event, Unde
 from voicebot.core.pipeline import Stage, TurnContext
 from voicebot.pipelines.generation.seq2seq import GenerationError
 from voicebot.pipelines.nlu.entities import Entity
-from voicebot.storage.sqlite import Storage, StoredTurn
+from voicebot.storage.base import Storage, StoredTurn
 from voicebot.core.sentences import split_sentences
 
 

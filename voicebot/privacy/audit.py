@@ -6,32 +6,17 @@ a detail of counts and ids; ``check_detail`` refuses free text there, so a carel
 log a transcript into it. A customer is named by a hash of their id (``subject_ref``): an operator
 asked "was customer X erased?" can check by hashing X, but the log alone does not name anyone.
 
-Functions take the connection and run inside the caller's transaction, so a deletion and its record
-are committed together or not at all.
+This is the policy; a storage backend keeps the records (``Storage.write_audit``), and commits a
+deletion's record with the deletion itself, so both are there or neither is.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-import sqlite3
 import time
 from collections.abc import Mapping
 from typing import Any
-
-AUDIT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit_log (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    action TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    tenant TEXT,
-    detail TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS audit_log_tenant ON audit_log(tenant, id);
-CREATE INDEX IF NOT EXISTS conversations_user ON conversations(user_id);
-"""
 
 AUDIT_KEYS = ("id", "at", "action", "actor", "tenant", "detail")
 _ID = re.compile(r"[\w:.\-]{1,80}")
@@ -61,25 +46,11 @@ def check_detail(detail: Mapping[str, Any]) -> dict[str, Any]:
     return dict(detail)
 
 
-def write_audit_row(db: sqlite3.Connection, action: str, actor: str, tenant: str | None, detail: Mapping[str, Any]) -> int:
+def audit_record(action: str, actor: str, tenant: str | None, detail: Mapping[str, Any]) -> dict[str, Any]:
+    """A checked record ``{at, action, actor, tenant, detail}`` for a backend to store (it adds
+    the ``id``); ValueError for anything that is not a short name, a count or an id."""
     if not _ID.fullmatch(action):
         raise ValueError(f"audit action must be a short name, not {action!r}")
     if not 0 < len(actor) <= 120 or not actor.isprintable():  # an API key's name from the config
         raise ValueError(f"audit actor must be a short printable name, not {actor!r}")
-    cursor = db.execute(
-        "INSERT INTO audit_log (at, action, actor, tenant, detail) VALUES (?, ?, ?, ?, ?)",
-        (time.time(), action, actor, tenant, json.dumps(check_detail(detail), sort_keys=True)),
-    )
-    return int(cursor.lastrowid or 0)
-
-
-def list_audit_rows(db: sqlite3.Connection, tenant: str | None, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
-    """Newest first; only ``tenant``'s records when given (None: every tenant's and the global ones)."""
-    where, args = ("WHERE tenant = ?", (tenant,)) if tenant is not None else ("", ())
-    total = db.execute(f"SELECT COUNT(*) FROM audit_log {where}", args).fetchone()[0]
-    rows = db.execute(f"SELECT {', '.join(AUDIT_KEYS)} FROM audit_log {where} ORDER BY id DESC LIMIT ? OFFSET ?",
-                      (*args, limit, offset)).fetchall()
-    items = [dict(zip(AUDIT_KEYS, row, strict=True)) for row in rows]
-    for item in items:
-        item["detail"] = json.loads(item["detail"])
-    return total, items
+    return {"at": time.time(), "action": action, "actor": actor, "tenant": tenant, "detail": check_detail(detail)}

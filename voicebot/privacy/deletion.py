@@ -1,77 +1,50 @@
 """Deleting conversations for good: retention (by age) and erasure (one customer, on request).
 
-Deleted must mean gone from the file, not just unlinked: the connection runs with
-``PRAGMA secure_delete=ON`` (freed content is overwritten with zeros), and after a deletion the
-write-ahead log, which still holds the pages as they were before, is checkpointed and truncated
-(``wipe_freed_pages``). Until then an erased customer's text could be read from the raw files.
+The rules every storage backend follows (``Storage.delete_conversations_older_than`` and
+``Storage.erase_customer``), so what is deleted and what its audit record says do not depend on
+where conversations are kept:
 
-Functions take the connection and run inside the caller's transaction (storage.Storage), so the
-rows and the audit record of their deletion are committed together.
+- Retention deletes conversations idle since the cutoff, oldest first, in batches of
+  ``RETENTION_BATCH``, except sessions still connected; one audit record per tenant and batch.
+  A profile goes once it is idle as long and its customer has no conversation left (one record,
+  tenant None).
+- Erasure deletes one customer's conversations (of one tenant, or all), with their turns and
+  states, and their profile, which is keyed by user id alone: while another tenant still has
+  conversations of that id, the profile stays (it holds a display name and a preferred language,
+  no conversation text). One audit record names the customer by hash only.
+- Deleted must mean gone from disk too, not just unlinked: how is the backend's business (the
+  SQLite backend overwrites freed pages and truncates its write-ahead log).
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-_CHUNK = 500  # ids per statement, well below SQLite's bound-parameter limit
+from voicebot.privacy.audit import MAX_IDS, subject_ref
 
-
-def delete_conversations(db: sqlite3.Connection, ids: Sequence[str]) -> Counter[str]:
-    """Delete conversations with their turns and dialogue state; how many rows of each went."""
-    counts: Counter[str] = Counter()
-    for start in range(0, len(ids), _CHUNK):
-        chunk = list(ids[start:start + _CHUNK])
-        marks = ", ".join("?" * len(chunk))
-        counts["turns"] += db.execute(f"DELETE FROM turns WHERE conversation_id IN ({marks})", chunk).rowcount
-        counts["states"] += db.execute(f"DELETE FROM dialogue_state WHERE conversation_id IN ({marks})", chunk).rowcount
-        counts["conversations"] += db.execute(f"DELETE FROM conversations WHERE id IN ({marks})", chunk).rowcount
-    return counts
+RETENTION_BATCH = 1000
+DELETION_COUNTS = ("conversations", "turns", "states")
 
 
-def idle_conversations(db: sqlite3.Connection, cutoff: float, keep: Collection[str], limit: int) -> list[tuple[str, str | None]]:
-    """Up to ``limit`` conversations (id, tenant) not updated since ``cutoff``, oldest first, except
-    those in ``keep`` (sessions still connected)."""
-    rows = db.execute(
-        "SELECT id, tenant FROM conversations WHERE updated_at < ? AND id NOT IN (SELECT value FROM json_each(?)) "
-        "ORDER BY updated_at LIMIT ?",
-        (cutoff, json.dumps(list(keep)), limit),
-    ).fetchall()
-    return [(row[0], row[1]) for row in rows]
+def by_tenant(conversations: Iterable[tuple[str, str | None]]) -> dict[str | None, list[str]]:
+    """``(id, tenant)`` pairs grouped by tenant, in the order seen: one audit record each."""
+    grouped: dict[str | None, list[str]] = {}
+    for conversation_id, tenant in conversations:
+        grouped.setdefault(tenant, []).append(conversation_id)
+    return grouped
 
 
-def delete_idle_profiles(db: sqlite3.Connection, cutoff: float) -> int:
-    """Profiles not updated since ``cutoff`` whose customer has no conversation left."""
-    return db.execute(
-        "DELETE FROM user_profiles WHERE updated_at < ? AND NOT EXISTS (SELECT 1 FROM conversations c WHERE c.user_id = user_profiles.user_id)",
-        (cutoff,),
-    ).rowcount
+def retention_detail(counts: Mapping[str, int], older_than_s: float, cutoff: float) -> dict[str, Any]:
+    """The audit detail of one retention deletion (counts only)."""
+    return {**counts, "older_than_s": older_than_s, "cutoff": round(cutoff, 3)}
 
 
-def customer_conversations(db: sqlite3.Connection, user_id: str, tenant: str | None) -> list[str]:
-    if tenant is not None:
-        rows = db.execute("SELECT id FROM conversations WHERE user_id = ? AND tenant = ?", (user_id, tenant))
-    else:
-        rows = db.execute("SELECT id FROM conversations WHERE user_id = ?", (user_id,))
-    return [row[0] for row in rows]
+def erasure_detail(user_id: str, conversation_ids: list[str], counts: Mapping[str, int]) -> dict[str, Any]:
+    """The audit detail of an erasure: counts, the customer's hash and (some of) the ids deleted."""
+    return {**counts, "subject": subject_ref(user_id), "conversation_ids": conversation_ids[:MAX_IDS]}
 
 
-def delete_profile(db: sqlite3.Connection, user_id: str, tenant: str | None) -> int:
-    """The customer's profile (keyed by user id alone). An erasure in one tenant must not reach
-    into another: while another tenant still has conversations of this user id, its profile
-    stays (it holds a display name and a preferred language, no conversation text)."""
-    if tenant is not None:
-        others = db.execute("SELECT 1 FROM conversations WHERE user_id = ? AND tenant != ? LIMIT 1", (user_id, tenant)).fetchone()
-        if others is not None:
-            return 0
-    return db.execute("DELETE FROM user_profiles WHERE user_id = ?", (user_id,)).rowcount
-
-
-def wipe_freed_pages(db: sqlite3.Connection) -> bool:
-    """Copy the write-ahead log into the database and truncate it, so pages holding deleted rows
-    as they were before the deletion are gone from the WAL file too. False when a reader (an
-    export running) kept part of the log: the next wipe finishes it."""
-    busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    return busy == 0
+def profile_survives_erasure(tenant: str | None, other_tenants_have_conversations: bool) -> bool:
+    """An erasure in one tenant must not reach into another through the shared profile."""
+    return tenant is not None and other_tenants_have_conversations

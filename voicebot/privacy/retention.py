@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from voicebot.config import PrivacySettings
 
 if TYPE_CHECKING:
-    from voicebot.storage.sqlite import Storage
+    from voicebot.storage.base import Storage
 
 log = logging.getLogger(__name__)
 

@@ -18,28 +18,18 @@ Sealing runs in the storage worker thread, so neither regex scans nor AES ever b
 from __future__ import annotations
 
 import json
-import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from voicebot.config import PrivacySettings
-from voicebot.privacy.crypto import PREFIX, TextCipher
+from voicebot.privacy.crypto import TextCipher
 from voicebot.privacy.masking import redact_turn
 from voicebot.privacy.patterns import LocalePatterns
 
-# Every column that holds conversation content: encrypted at write, decrypted at read, and
-# re-encrypted by key rotation.
-SEALED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "turns": ("user_text", "bot_text", "trace", "feedback", "delivered_text"),
-    "conversations": ("feedback",),
-    "dialogue_state": ("state",),
-    "user_profiles": ("display_name", "data"),
-}
-
-
 class Sealer:
     """Redaction and encryption of stored text. ``Sealer()`` stores everything as it is (what a
-    bare ``Storage(path)`` does, for tools and tests); ``from_settings`` is what the bot uses."""
+    bare ``SqliteStorage(path)`` does, for tools and tests); ``from_settings`` is what the bot uses."""
 
     def __init__(self, cipher: TextCipher | None = None, patterns: LocalePatterns | None = None, *,
                  redact: bool = False, encrypt: bool = False) -> None:
@@ -104,14 +94,9 @@ class Sealer:
             turn["trace"] = self.open_json(turn["trace"])
         return turn
 
-    def verify(self, db: sqlite3.Connection) -> None:
+    def verify(self, stored: Iterable[str]) -> None:
         """Fail at start-up, with the setting to fix, when the configured keys cannot read what is
-        stored (tried on the newest and the oldest encrypted dialogue state)."""
-        found = []
-        for order in ("DESC", "ASC"):
-            row = db.execute(f"SELECT state FROM dialogue_state WHERE substr(state, 1, ?) = ? ORDER BY rowid {order} LIMIT 1",
-                             (len(PREFIX), PREFIX)).fetchone()
-            if row:
-                found.append(row[0])
-        for value in found:
+        stored. A backend passes a few encrypted values (the SQLite one: the newest and the oldest
+        encrypted dialogue state)."""
+        for value in stored:
             self.open(value)

@@ -1,118 +1,55 @@
 """SQLite storage: conversations, turns with their traces, dialogue state, user profiles, feedback.
 
-One connection in WAL mode, used from one worker thread, so writes are serialised without lock
-contention and the event loop never blocks on disk. A turn and the state after it are written in
-one transaction: after a crash either both are there or neither is, and a bot message is sent to
-the client only once its turn is committed.
+The default backend of the storage contract (``voicebot.storage.base.Storage``). One connection
+in WAL mode, used from one worker thread, so writes are serialised without lock contention and
+the event loop never blocks on disk. A turn and the state after it are written in one
+transaction: after a crash either both are there or neither is.
 
 Customer feedback (a thumbs up/down per bot message, 1-5 stars per conversation, a comment) lives
-on the rows it rates, so `voicebot export-dataset` can filter training examples with one join.
+on the rows it rates, so the export filters training examples with one join.
 
 Conversation text is redacted and encrypted on its way in and decrypted on its way out
-(``voicebot.privacy.sealing``); retention, erasure, the audit log and key rotation live in
-``voicebot.privacy`` too, and are reached through the methods at the end of ``Storage``.
+(``voicebot.privacy.sealing``). The SQL of tables, retention and erasure, the audit log, key
+rotation and the export lives beside this module (``sqlite_*.py``); their rules in ``voicebot.privacy``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from voicebot.core.batching import Batcher, BatchItem
-from voicebot.privacy import deletion
-from voicebot.privacy.audit import AUDIT_SCHEMA, list_audit_rows, subject_ref, write_audit_row
-from voicebot.privacy.rotation import rotate_all
-from voicebot.privacy.sealing import Sealer
 from voicebot.core.session import DialogueState
+from voicebot.privacy import deletion
+from voicebot.privacy.audit import audit_record
+from voicebot.privacy.crypto import PREFIX
+from voicebot.privacy.rotation import rotation_result
+from voicebot.privacy.sealing import Sealer
+from voicebot.storage import sqlite_deletion as sql_deletion
+from voicebot.storage.base import (
+    CONVERSATION_KEYS,
+    RESUME_KEYS,
+    TURN_KEYS,
+    ExportTurn,
+    StoredTurn,
+    check_conversation_rating,
+    check_turn_rating,
+    hash_token,
+)
+from voicebot.storage.sqlite_audit import insert_audit, list_audit_rows
+from voicebot.storage.sqlite_export import PAGE_ROWS, connect_read_only, export_cursor
+from voicebot.storage.sqlite_rotation import rotate_all
+from voicebot.storage.sqlite_schema import connect, transaction
 
-T = TypeVar("T")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS conversations (
-    id TEXT PRIMARY KEY,
-    token_hash TEXT UNIQUE NOT NULL,
-    channel TEXT NOT NULL,
-    user_id TEXT,
-    language TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'active',
-    turn_count INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    rating INTEGER,
-    feedback TEXT
-);
-CREATE INDEX IF NOT EXISTS conversations_updated ON conversations(updated_at);
-CREATE TABLE IF NOT EXISTS turns (
-    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-    turn_index INTEGER NOT NULL,
-    turn_id TEXT NOT NULL,
-    user_text TEXT NOT NULL,
-    bot_text TEXT NOT NULL,
-    language TEXT NOT NULL,
-    intent TEXT,
-    path TEXT NOT NULL,
-    trace TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    rating INTEGER,
-    feedback TEXT,
-    PRIMARY KEY (conversation_id, turn_index)
-);
-CREATE TABLE IF NOT EXISTS dialogue_state (
-    conversation_id TEXT PRIMARY KEY REFERENCES conversations(id) ON DELETE CASCADE,
-    state TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS user_profiles (
-    user_id TEXT PRIMARY KEY,
-    display_name TEXT,
-    preferred_language TEXT,
-    data TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-"""
-
-
-# Columns added after the first release: databases created before them get them at open.
-_ADDED_COLUMNS = {
-    "conversations": {"rating": "INTEGER", "feedback": "TEXT", "tenant": "TEXT NOT NULL DEFAULT 'default'"},
-    "turns": {"rating": "INTEGER", "feedback": "TEXT", "interrupted": "INTEGER NOT NULL DEFAULT 0", "delivered_text": "TEXT"},
-}
-
-_CONVERSATION_KEYS = ("id", "tenant", "channel", "user_id", "language", "status", "turn_count", "created_at", "updated_at", "rating", "feedback")
-_CONVERSATION_COLUMNS = ", ".join(_CONVERSATION_KEYS)
-_TURN_KEYS = ("turn_index", "turn_id", "user_text", "bot_text", "language", "intent", "path", "trace", "created_at", "rating", "feedback",
-              "interrupted", "delivered_text")
-
-TURN_RATINGS = (-1, 1)
-CONVERSATION_RATINGS = range(1, 6)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-@dataclass
-class StoredTurn:
-    conversation_id: str
-    turn_index: int
-    turn_id: str
-    user_text: str
-    bot_text: str
-    language: str
-    intent: str | None
-    path: str
-    trace: dict[str, Any]
+_CONVERSATION_COLUMNS = ", ".join(CONVERSATION_KEYS)
 
 
 class SqliteStorage:
@@ -139,22 +76,13 @@ class SqliteStorage:
     async def _call(self, function: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
-    async def open(self) -> None:
-        await self._call(self._open)
+    async def open(self, *, create: bool = True) -> None:
+        await self._call(self._open, create)
 
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, timeout=10, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: durable across process crashes
-        db.execute("PRAGMA foreign_keys=ON")
-        db.executescript(SCHEMA)
-        _add_missing_columns(db)
-        db.execute("CREATE INDEX IF NOT EXISTS conversations_tenant ON conversations(tenant, updated_at)")
-        db.execute("PRAGMA secure_delete=ON")  # deleted conversations are overwritten, not just unlinked
-        db.executescript(AUDIT_SCHEMA)
+    def _open(self, create: bool) -> None:
+        db = connect(self.path, create=create)
         try:
-            self.sealer.verify(db)  # wrong key: a clear error at start, not at the first resume
+            self.sealer.verify(_newest_and_oldest_sealed_states(db))  # wrong key: a clear error at start
         except Exception:
             db.close()
             raise
@@ -178,7 +106,7 @@ class SqliteStorage:
                                   tenant: str = "default") -> None:
         def write() -> None:
             now = time.time()
-            with _transaction(self.db):
+            with transaction(self.db):
                 self.db.execute(
                     "INSERT INTO conversations (id, tenant, token_hash, channel, user_id, language, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (conversation_id, tenant, hash_token(token), channel, user_id, language, now, now),
@@ -207,7 +135,7 @@ class SqliteStorage:
             ).fetchone()
             if row is None:
                 return None
-            info = dict(zip(("id", "channel", "user_id", "language", "status", "turn_count", "tenant"), row[:7], strict=True))
+            info = dict(zip(RESUME_KEYS, row[:7], strict=True))
             return info, DialogueState.from_dict(self.sealer.open_json(row[7]))
 
         return await self._call(read)
@@ -231,7 +159,7 @@ class SqliteStorage:
         sealed = [(self.sealer.seal_turn(turn.user_text, turn.bot_text, turn.trace, turn.language), self.sealer.seal_json(state))
                   for turn, state, _ in payloads]
         now = time.time()
-        with _transaction(self.db):
+        with transaction(self.db):
             for (turn, state, status), ((user_text, bot_text, trace), sealed_state) in zip(payloads, sealed, strict=True):
                 self.db.execute(
                     "INSERT OR REPLACE INTO turns (conversation_id, turn_index, turn_id, user_text, bot_text, language, intent, path, trace, created_at) "
@@ -271,7 +199,7 @@ class SqliteStorage:
 
     async def end_conversation(self, conversation_id: str) -> None:
         def write() -> None:
-            with _transaction(self.db):
+            with transaction(self.db):
                 self.db.execute(
                     "UPDATE conversations SET status = CASE WHEN status = 'handed_off' THEN status ELSE 'ended' END, updated_at = ? WHERE id = ?",
                     (time.time(), conversation_id),
@@ -284,14 +212,11 @@ class SqliteStorage:
                         rating: int, comment: str | None = None, tenant: str | None = None) -> bool:
         """Rate one bot message (-1 or 1), found by its index or by its live turn id; False when
         there is no such turn. A new rating replaces the previous one and its comment."""
-        if rating not in TURN_RATINGS:
-            raise ValueError(f"a message rating is -1 or 1, not {rating!r}")
-        if (turn_index is None) == (turn_id is None):
-            raise ValueError("name the turn by turn_index or by turn_id (exactly one)")
+        check_turn_rating(rating, turn_index, turn_id)
         column, key = ("turn_index", turn_index) if turn_index is not None else ("turn_id", turn_id)
 
         def write() -> bool:
-            with _transaction(self.db):
+            with transaction(self.db):
                 cursor = self.db.execute(
                     f"UPDATE turns SET rating = ?, feedback = ? WHERE conversation_id = ? AND {column} = ? "
                     "AND (? IS NULL OR conversation_id IN (SELECT id FROM conversations WHERE tenant = ?))",
@@ -303,11 +228,10 @@ class SqliteStorage:
 
     async def rate_conversation(self, conversation_id: str, *, rating: int, comment: str | None = None, tenant: str | None = None) -> bool:
         """Rate a whole conversation (1..5 stars); False when there is no such conversation."""
-        if rating not in CONVERSATION_RATINGS:
-            raise ValueError(f"a conversation rating is 1..5, not {rating!r}")
+        check_conversation_rating(rating)
 
         def write() -> bool:
-            with _transaction(self.db):
+            with transaction(self.db):
                 cursor = self.db.execute("UPDATE conversations SET rating = ?, feedback = ? WHERE id = ? AND (? IS NULL OR tenant = ?)",
                                          (rating, self.sealer.seal_text(comment), conversation_id, tenant, tenant))
             return cursor.rowcount > 0
@@ -324,7 +248,7 @@ class SqliteStorage:
             rows = self.db.execute(
                 f"SELECT {_CONVERSATION_COLUMNS} FROM conversations {where} ORDER BY updated_at DESC LIMIT ? OFFSET ?", (*args, limit, offset)
             ).fetchall()
-            return total, [self.sealer.open_conversation(dict(zip(_CONVERSATION_KEYS, row, strict=True))) for row in rows]
+            return total, [self.sealer.open_conversation(dict(zip(CONVERSATION_KEYS, row, strict=True))) for row in rows]
 
         return await self._call(read)
 
@@ -337,11 +261,11 @@ class SqliteStorage:
                                   (conversation_id, tenant, tenant)).fetchone()
             if row is None:
                 return None
-            conversation = self.sealer.open_conversation(dict(zip(_CONVERSATION_KEYS, row, strict=True)))
+            conversation = self.sealer.open_conversation(dict(zip(CONVERSATION_KEYS, row, strict=True)))
             turns = self.db.execute(
-                f"SELECT {', '.join(_TURN_KEYS)} FROM turns WHERE conversation_id = ? ORDER BY turn_index", (conversation_id,)
+                f"SELECT {', '.join(TURN_KEYS)} FROM turns WHERE conversation_id = ? ORDER BY turn_index", (conversation_id,)
             ).fetchall()
-            conversation["turns"] = [self.sealer.open_turn(dict(zip(_TURN_KEYS, t, strict=True))) for t in turns]
+            conversation["turns"] = [self.sealer.open_turn(dict(zip(TURN_KEYS, t, strict=True))) for t in turns]
             state = self.db.execute("SELECT state FROM dialogue_state WHERE conversation_id = ?", (conversation_id,)).fetchone()
             conversation["state"] = self.sealer.open_json(state[0]) if state else None
             return conversation
@@ -358,7 +282,7 @@ class SqliteStorage:
         """A caller barged in: keep what they actually heard beside what the bot meant to say."""
 
         def write() -> bool:
-            with _transaction(self.db):
+            with transaction(self.db):
                 cursor = self.db.execute(
                     "UPDATE turns SET interrupted = 1, delivered_text = ? WHERE conversation_id = ? AND turn_id = ?",
                     (self.sealer.seal_text(delivered_text), conversation_id, turn_id),
@@ -368,7 +292,7 @@ class SqliteStorage:
         return await self._call(write)
 
 
-    # -- privacy: retention, erasure, audit, key rotation (voicebot.privacy) ----------------------
+    # -- privacy: retention, erasure, audit, key rotation (rules: voicebot.privacy) ----------------
     async def delete_conversations_older_than(self, seconds: float, *, keep: Collection[str] = (), actor: str = "retention") -> int:
         """Delete conversations (turns, state) not updated for ``seconds``, except ``keep`` (live
         sessions), and profiles idle as long whose customer has no conversation left. Each batch is
@@ -376,26 +300,21 @@ class SqliteStorage:
         cutoff = time.time() - seconds
 
         def write() -> int:
-            deleted = 0
+            deleted = profiles = 0
             while True:
-                with _transaction(self.db):
-                    batch = deletion.idle_conversations(self.db, cutoff, keep, limit=1000)
-                    by_tenant: dict[str | None, list[str]] = {}
-                    for conversation_id, tenant in batch:
-                        by_tenant.setdefault(tenant, []).append(conversation_id)
-                    for tenant, ids in by_tenant.items():
-                        counts = deletion.delete_conversations(self.db, ids)
+                with transaction(self.db):
+                    batch = sql_deletion.idle_conversations(self.db, cutoff, keep, limit=deletion.RETENTION_BATCH)
+                    for tenant, ids in deletion.by_tenant(batch).items():
+                        counts = sql_deletion.delete_conversations(self.db, ids)
                         deleted += counts["conversations"]
-                        write_audit_row(self.db, "retention_delete", actor, tenant,
-                                        {**counts, "older_than_s": seconds, "cutoff": round(cutoff, 3)})
-                    profiles = 0 if batch else deletion.delete_idle_profiles(self.db, cutoff)
+                        self._audit("retention_delete", actor, tenant, deletion.retention_detail(counts, seconds, cutoff))
+                    profiles = 0 if batch else sql_deletion.delete_idle_profiles(self.db, cutoff)
                     if profiles:
-                        write_audit_row(self.db, "retention_delete", actor, None, {"profiles": profiles, "older_than_s": seconds,
-                                                                                 "cutoff": round(cutoff, 3)})
+                        self._audit("retention_delete", actor, None, deletion.retention_detail({"profiles": profiles}, seconds, cutoff))
                 if not batch:
                     break
             if deleted or profiles:
-                deletion.wipe_freed_pages(self.db)
+                sql_deletion.wipe_freed_pages(self.db)
             return deleted
 
         return await self._call(write)
@@ -406,14 +325,15 @@ class SqliteStorage:
         Returns the counts, the audit record's id and whether the WAL was wiped at once."""
 
         def write() -> dict[str, Any]:
-            with _transaction(self.db):
-                ids = deletion.customer_conversations(self.db, user_id, tenant)
-                counts: Counter[str] = Counter(conversations=0, turns=0, states=0)
-                counts.update(deletion.delete_conversations(self.db, ids))
-                counts["profiles"] = deletion.delete_profile(self.db, user_id, tenant)
-                detail = {**counts, "subject": subject_ref(user_id), "conversation_ids": ids[:200]}
-                audit_id = write_audit_row(self.db, "erase_customer", actor, tenant, detail)
-            return {**counts, "audit_id": audit_id, "wiped": deletion.wipe_freed_pages(self.db)}
+            with transaction(self.db):
+                ids = sql_deletion.customer_conversations(self.db, user_id, tenant)
+                counts: Counter[str] = Counter({key: 0 for key in deletion.DELETION_COUNTS})
+                counts.update(sql_deletion.delete_conversations(self.db, ids))
+                keep_profile = deletion.profile_survives_erasure(
+                    tenant, sql_deletion.other_tenants_have_conversations(self.db, user_id, tenant))
+                counts["profiles"] = 0 if keep_profile else sql_deletion.delete_profile(self.db, user_id)
+                audit_id = self._audit("erase_customer", actor, tenant, deletion.erasure_detail(user_id, ids, counts))
+            return {**counts, "audit_id": audit_id, "wiped": sql_deletion.wipe_freed_pages(self.db)}
 
         return await self._call(write)
 
@@ -421,8 +341,8 @@ class SqliteStorage:
         """Record an action (counts and ids only in ``detail``: free text is refused)."""
 
         def write() -> int:
-            with _transaction(self.db):
-                return write_audit_row(self.db, action, actor, tenant, detail or {})
+            with transaction(self.db):
+                return self._audit(action, actor, tenant, detail or {})
 
         return await self._call(write)
 
@@ -437,36 +357,43 @@ class SqliteStorage:
         encrypted, current (already under the newest key)."""
 
         def write() -> dict[str, int]:
-            counts = rotate_all(self.db, self.sealer.cipher, self.sealer.encrypt, lambda: _transaction(self.db))
-            result = {key: counts[key] for key in ("reencrypted", "encrypted", "current")}
-            with _transaction(self.db):
-                write_audit_row(self.db, "rotate_keys", actor, None, result)
-            deletion.wipe_freed_pages(self.db)  # the WAL still holds values under the old key
+            result = rotation_result(rotate_all(self.db, self.sealer.cipher, self.sealer.encrypt, lambda: transaction(self.db)))
+            with transaction(self.db):
+                self._audit("rotate_keys", actor, None, result)
+            sql_deletion.wipe_freed_pages(self.db)  # the WAL still holds values under the old key
             return result
 
         return await self._call(write)
 
+    def _audit(self, action: str, actor: str, tenant: str | None, detail: dict[str, Any]) -> int:
+        """Inside the caller's transaction: the record commits with what it records."""
+        return insert_audit(self.db, audit_record(action, actor, tenant, detail))
 
-def _add_missing_columns(db: sqlite3.Connection) -> None:
-    """Bring a database written by an older version up to the current columns (additive only)."""
-    for table, columns in _ADDED_COLUMNS.items():
-        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-        for name, kind in columns.items():
-            if name not in present:
-                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+    # -- the training-set export ----------------------------------------------------------------
+    async def export_turns(self) -> AsyncIterator[ExportTurn]:
+        """Every bot turn with its ratings, in clear, a page at a time from a read-only connection
+        of its own (an export beside a running server blocks none of its writes)."""
+        reader = await self._call(connect_read_only, self.path)
+        try:
+            cursor = await self._call(export_cursor, reader)
+            while page := await self._call(self._export_page, cursor):
+                for turn in page:
+                    yield turn
+        finally:
+            await self._call(reader.close)
+
+    def _export_page(self, cursor: sqlite3.Cursor) -> list[ExportTurn]:
+        return [ExportTurn(conversation_id, self.sealer.open(bot_text) or "", language, intent, path, self.sealer.open_json(trace),
+                           turn_rating, conversation_rating)
+                for conversation_id, bot_text, language, intent, path, trace, turn_rating, conversation_rating in cursor.fetchmany(PAGE_ROWS)]
 
 
-class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (autocommit connection)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-
-
-Storage = SqliteStorage  # the name callers used before the storage protocol (voicebot.storage.base)
+def _newest_and_oldest_sealed_states(db: sqlite3.Connection) -> list[str]:
+    """What ``Sealer.verify`` tries the keys on: two encrypted dialogue states, not all of them."""
+    found = []
+    for order in ("DESC", "ASC"):
+        row = db.execute(f"SELECT state FROM dialogue_state WHERE substr(state, 1, ?) = ? ORDER BY rowid {order} LIMIT 1",
+                         (len(PREFIX), PREFIX)).fetchone()
+        if row:
+            found.append(row[0])
+    return found
