@@ -7,7 +7,7 @@ is still a valid offer) a 200 answer; never a 5xx; the server stays healthy. Off
 accepted but never followed by a peer must not hold their call and session forever: the connect
 timeout ends them.
 
-The server is this module's own: voice enabled, a short ``voice.connect_timeout_s`` so abandoned
+The server is this module's own: voice enabled, a short ``channels.webrtc.connect_timeout_s`` so abandoned
 offers are reaped within the test, and call/session limits raised so that the accepted offers the
 fuzzer leaves behind do not turn later examples into 503 ``busy``.
 """
@@ -132,7 +132,7 @@ def test_any_offer_gets_a_json_4xx_or_an_answer_never_a_5xx(client: httpx.Client
 
 def test_offers_never_followed_by_a_peer_are_ended_by_the_connect_timeout(client: httpx.Client, sdp_server: ServerProcess) -> None:
     """Runs after the fuzzing (file order): every accepted offer it left behind is gone soon
-    after ``voice.connect_timeout_s``, and so is one made just now with no candidates at all."""
+    after ``channels.webrtc.connect_timeout_s``, and so is one made just now with no candidates at all."""
     bare = "\r\n".join(line for line in LINES if not line.startswith("a=candidate")) + "\r\n"
     response = client.post("/webrtc/offer", json={"sdp": bare, "type": "offer", "access_token": _token(client)})
     assert response.status_code == 200, response.text
