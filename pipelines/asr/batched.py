@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from voicebot.core.batching import Batcher, BatchItem
+from voicebot.core.languages import normalise_language_tag
 from voicebot.pipelines.asr.base import Transcription
 
 _CHINESE_ALIASES = {"zh", "zh-cn", "zh-tw", "zh-hk", "zh-sg", "zh-hans", "zh-hant", "cmn"}
@@ -24,7 +25,7 @@ _CHINESE_ALIASES = {"zh", "zh-cn", "zh-tw", "zh-hk", "zh-sg", "zh-hans", "zh-han
 
 def whisper_code(code: str) -> str:
     """The Whisper language code for a project language code (``zh-tw`` -> ``zh``, ``en-US`` -> ``en``)."""
-    code = code.strip().lower().replace("_", "-")
+    code = normalise_language_tag(code)
     if code in _CHINESE_ALIASES or code.startswith("zh-"):
         return "zh"
     if code in ("iw",):

@@ -9,7 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from voicebot.pipelines.lid.text import letter_count, normalise_code
+from voicebot.config import LanguageSettings
+from voicebot.core.languages import normalise_language_tag
+from voicebot.pipelines.lid.text import letter_count
+
+_DEFAULTS = LanguageSettings()
 
 
 @dataclass
@@ -21,11 +25,15 @@ class SpokenLanguageDecision:
 
 
 def decide_spoken_language(whisper_probs: dict[str, float], text_scores: dict[str, float], text: str, duration_s: float,
-                           current: str, supported: list[str], *, min_audio_s: float = 1.0, min_letters: int = 8,
-                           switch_confidence: float = 0.7) -> SpokenLanguageDecision:
-    audio = {normalise_code(k): v for k, v in whisper_probs.items()}
+                           current: str, supported: list[str], settings: LanguageSettings | None = None) -> SpokenLanguageDecision:
+    """Keep or switch the call's language; the thresholds are the ``language.spoken_*`` settings
+    (the defaults when ``settings`` is not given), so an operator tunes them without code."""
+    settings = settings or _DEFAULTS
+    audio_weight, min_audio_s = settings.spoken_audio_weight, settings.spoken_min_audio_s
+    min_letters, switch_confidence = settings.spoken_min_letters, settings.spoken_switch_confidence
+    audio = {normalise_language_tag(k): v for k, v in whisper_probs.items()}
     audio = {("zh" if k == "zh-tw" and "zh-tw" not in supported else k): v for k, v in audio.items()}
-    combined = {lang: 0.6 * audio.get(lang, 0.0) + 0.4 * text_scores.get(lang, 0.0) for lang in supported}
+    combined = {lang: audio_weight * audio.get(lang, 0.0) + (1.0 - audio_weight) * text_scores.get(lang, 0.0) for lang in supported}
     total = sum(combined.values()) or 1.0
     combined = {lang: round(score / total, 4) for lang, score in sorted(combined.items(), key=lambda kv: -kv[1])}
     scores = {"combined": combined, "whisper": {k: round(v, 4) for k, v in audio.items()}, "text": text_scores}

@@ -17,19 +17,12 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from voicebot.core.languages import normalise_language_tag
+
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _KANA_HANGUL = re.compile(r"[\u3040-\u30ff\uac00-\ud7af]")
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
 _TRADITIONAL_ONLY = set("這個們來說對時會過還點從於當發問題無請謝幫訂單號碼網路帳戶密碼")
-
-
-def normalise_code(code: str) -> str:
-    code = code.lower().replace("_", "-")
-    if code in ("zh-cn", "zh-hans", "zh-sg"):
-        return "zh"
-    if code in ("zh-tw", "zh-hk", "zh-hant"):
-        return "zh-tw"
-    return code
 
 
 def letter_count(text: str) -> int:
@@ -38,7 +31,7 @@ def letter_count(text: str) -> int:
 
 class TextLanguageDetector:
     def __init__(self, supported: Sequence[str], seed: int = 0) -> None:
-        self.supported = [normalise_code(code) for code in supported]
+        self.supported = [normalise_language_tag(code) for code in supported]
         self._seed = seed
         self._lock = threading.Lock()  # langdetect's factory seed is global state
         self._domain_model: Pipeline | None = None
@@ -62,7 +55,7 @@ class TextLanguageDetector:
                 return {}
         scores: dict[str, float] = {}
         for item in found:
-            code = normalise_code(item.lang)
+            code = normalise_language_tag(item.lang)
             if code == "zh-tw" and "zh-tw" not in self.supported:
                 code = "zh"
             scores[code] = scores.get(code, 0.0) + float(item.prob)

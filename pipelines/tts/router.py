@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from voicebot.core.languages import normalise_language_tag
 from voicebot.core.registry import PluginError, Registry
 from voicebot.dialogue.locales import Locales
 from voicebot.pipelines.tts.base import SpeechSynthesizer
@@ -118,7 +119,7 @@ class VoiceRouter:
         return cls(backends, locales_folder)
 
     def choose(self, language: str) -> VoiceChoice:
-        code = language.strip().lower().replace("_", "-")
+        code = normalise_language_tag(language)
         if code in self._choices:
             return self._choices[code]
         skipped: list[str] = []

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from voicebot.core.batching import Batcher, BatchItem
+from voicebot.core.languages import normalise_language_tag
 from voicebot.config import LanguageSettings, NluSettings
 from voicebot.dialogue.actions import ActionRunner, open_domain_database
 from voicebot.dialogue.domain import Domain, load_domain
@@ -24,11 +25,7 @@ from voicebot.dialogue.nlu import domain_examples, load_or_train
 from voicebot.dialogue.policy import Decision, Policy
 from voicebot.dialogue.sentiment import LexiconSentiment
 from voicebot.dialogue.tracker import Understood, update_state
-from voicebot.pipelines.lid.text import (
-    TextLanguageDetector,
-    letter_count,
-    normalise_code,
-)
+from voicebot.pipelines.lid.text import TextLanguageDetector, letter_count
 from voicebot.pipelines.nlu.entities import EntityExtractor
 from voicebot.core.session import DialogueState, HistoryEntry
 
@@ -113,7 +110,7 @@ class DialogueEngine:
         """Map a client's language tag (zh-CN, de-AT, fr) to a language the domain speaks."""
         if not code:
             return None
-        code = normalise_code(code)
+        code = normalise_language_tag(code)
         for candidate in (code, code.split("-")[0]):
             if candidate in self.domain.languages:
                 return candidate

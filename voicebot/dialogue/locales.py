@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from voicebot.core.languages import normalise_language_tag
 from voicebot.resources import locales_dir
 
 
@@ -38,7 +39,7 @@ class Locales:
     def chain(self, code: str) -> list[str]:
         """The languages to try, in order, for ``code``; always ends in a language we have."""
         chain: list[str] = []
-        current: str | None = code
+        current: str | None = normalise_language_tag(code)
         while current and current not in chain:
             chain.append(current)
             locale = self._locales.get(current)

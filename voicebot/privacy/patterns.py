@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 
 from voicebot.config import ConfigError
+from voicebot.core.languages import normalise_language_tag
 from voicebot.privacy.redaction import NAME
 
 Compiled = dict[str, re.Pattern[str]]
@@ -29,7 +30,7 @@ class LocalePatterns:
                     compiled[name] = re.compile(regex)
                 except re.error as exc:
                     raise ConfigError(f"{setting}: not a regular expression: {exc}") from None
-            self._by_locale[locale.lower()] = compiled
+            self._by_locale[normalise_language_tag(locale)] = compiled
         self._cache: dict[str, Compiled] = {}
         self.everything = self._merge(list(self._by_locale.values()))
 
@@ -38,7 +39,7 @@ class LocalePatterns:
 
     def for_language(self, language: str | None) -> Compiled:
         """The ``'*'`` patterns plus the language's own (exact locale, else its base language)."""
-        key = (language or "").lower().replace("_", "-")
+        key = normalise_language_tag(language or "")
         found = self._cache.get(key)
         if found is None:
             own = self._by_locale.get(key) or self._by_locale.get(key.split("-")[0]) or {}

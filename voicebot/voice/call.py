@@ -126,7 +126,8 @@ class VoiceCall:
         engine = self.handle.engine
         state = self.handle.session.state
         decision = decide_spoken_language(transcription.language_probs, engine.detector.scores(text)["combined"], text,
-                                          transcription.duration_s or len(utterance) / SAMPLE_RATE, state.language, engine.domain.languages)
+                                          transcription.duration_s or len(utterance) / SAMPLE_RATE, state.language, engine.domain.languages,
+                                          engine.language_settings)
         self.notify({"type": "user_transcript", "text": text, "language": decision.language})
         voice_trace = {
             "asr": {"model": transcription.model, "text": text, "language": transcription.language,
