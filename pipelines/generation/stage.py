@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from voicebot.config import GenerationSettings, PrivacySettings
-from voicebot.dialogue.grounding import PromptFields, build_prompt, check_grounding
+from voicebot.dialogue.grounding import build_prompt, check_grounding
 from voicebot.core.events import BotReply, BotTextChunk, Event
 from voicebot.core.pipeline import Stage, TurnContext
 from voicebot.pipelines.generation.masked_prompt import mask_fields
@@ -41,17 +42,16 @@ class GenerationStage(Stage):
     async def process(self, event: Event, turn: TurnContext) -> AsyncIterator[Event]:
         assert isinstance(event, BotReply)
         generator = getattr(self.source, "generator", None)
-        response = turn.trace.setdefault("response", {})
-        fields_data = response.get("prompt_fields")
-        if generator is None or event.path not in self.settings.paths or not fields_data:
+        fields = event.prompt_fields
+        if generator is None or event.path not in self.settings.paths or fields is None:
             yield event
             return
-        fields = PromptFields.from_dict(fields_data)
+        language = event.language
         values: dict[str, list[str]] = {}
         if self.patterns is not None:
             fields, findings = mask_fields(fields, self.patterns.for_language(fields.language))
             values = values_by_placeholder(findings)
-            response["prompt_masked"] = {placeholder: len(found) for placeholder, found in values.items()}
+            turn.record("response", prompt_masked={placeholder: len(found) for placeholder, found in values.items()})
         stream = PlaceholderStream(values)
         started = time.perf_counter()
         pieces, result_future, cancel = generator.start_stream(build_prompt(fields), self.settings.max_new_tokens)
@@ -60,16 +60,17 @@ class GenerationStage(Stage):
             async for piece in pieces:
                 shown = stream.feed(piece) if values else piece
                 if shown:
-                    yield BotTextChunk(session_id=event.session_id, turn_id=event.turn_id, text=shown, index=index)
+                    yield BotTextChunk(session_id=event.session_id, turn_id=event.turn_id, text=shown, index=index, language=language)
                     index += 1
             if values and (rest := stream.flush()):
-                yield BotTextChunk(session_id=event.session_id, turn_id=event.turn_id, text=rest, index=index)
+                yield BotTextChunk(session_id=event.session_id, turn_id=event.turn_id, text=rest, index=index, language=language)
                 index += 1
             result = await result_future
         except GenerationError as exc:
-            response.update(generator=generator.model_name, used="template", guard={"passed": False, "reasons": [f"generation failed: {exc}"]})
-            yield BotReply(session_id=event.session_id, turn_id=event.turn_id, text=event.text, language=event.language, path=event.path,
-                           handoff=event.handoff, streamed=index > 0)
+            turn.record("response", generator=generator.model_name, used="template",
+                        guard={"passed": False, "reasons": [f"generation failed: {exc}"]})
+            # Pieces already out are replaced by the template answer (streamed: no second copy of it).
+            yield replace(event, streamed=index > 0, generated_rejected=index > 0, ts=time.monotonic())
             return
         finally:
             cancel.set()  # a cancelled turn (barge-in, closed chat) leaves the batch at once
@@ -77,12 +78,12 @@ class GenerationStage(Stage):
         if invented := stream.unknown(result.text) if self.patterns is not None else []:
             verdict.passed = False
             verdict.reasons.append("placeholders the prompt did not have: " + ", ".join(invented))
-        response.update(
+        turn.record(
+            "response",
             generator=generator.model_name, precision=generator.precision, generated_text=result.text, guard=verdict.to_dict(),
             used="generator" if verdict.passed else "template", tokens=result.tokens, batch_size=result.batch_size,
             queued_ms=result.queued_ms, generate_ms=result.generate_ms, wall_ms=round((time.perf_counter() - started) * 1000, 3),
             note="generated, grounded" if verdict.passed else "generated text failed the grounding guard: template answer used",
         )
         text = restore_placeholders(result.text, values) if verdict.passed else event.text
-        yield BotReply(session_id=event.session_id, turn_id=event.turn_id, text=text, language=event.language, path=event.path,
-                       handoff=event.handoff, streamed=True)
+        yield replace(event, text=text, streamed=True, generated_rejected=not verdict.passed, ts=time.monotonic())

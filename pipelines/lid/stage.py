@@ -20,13 +20,15 @@ class TextLanguageStage(Stage):
         assert isinstance(event, UserText)
         if event.language:  # a call's spoken-language ID already decided, from audio and text
             switched = event.language != turn.session.state.language
-            turn.trace["language"] = {"chosen": event.language, "switched": switched, **(event.language_trace or {})}
+            measured = event.language_trace or {}
+            turn.trace["language"] = {"chosen": event.language, "switched": switched, **measured}
+            scores = {key: value for key, value in measured.items() if key not in ("chosen", "switched", "reason")}
             yield LanguageIdentified(session_id=event.session_id, turn_id=event.turn_id, text=event.text, language=event.language,
-                                     scores={}, switched=switched)
+                                     scores=scores, switched=switched, reason=str(measured.get("reason", "")))
             return
         decision = await self.engine.identify_language_async(event.text, turn.session.state)
         turn.trace["language"] = decision.to_trace()
         yield LanguageIdentified(
             session_id=event.session_id, turn_id=event.turn_id, text=event.text,
-            language=decision.language, scores=decision.scores["combined"], switched=decision.switched,
+            language=decision.language, scores=decision.scores, switched=decision.switched, reason=decision.reason,
         )

@@ -22,5 +22,6 @@ class NluStage(Stage):
         yield Understanding(
             session_id=event.session_id, turn_id=event.turn_id, text=event.text, language=event.language,
             intent=understood.intent, confidence=understood.confidence, ranking=understood.ranking,
-            entities=[entity.to_dict() for entity in understood.entities], out_of_scope=understood.out_of_scope,
+            entities=tuple(understood.entities), out_of_scope=understood.out_of_scope,
+            switched=event.switched, language_reason=event.reason, language_scores=event.scores,
         )

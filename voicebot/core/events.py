@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: the events stay importable without the models behind them
+    from voicebot.dialogue.grounding import PromptFields
+    from voicebot.pipelines.nlu.entities import Entity
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,10 +55,13 @@ class UserText(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LanguageIdentified(Event):
+    """The language a user message is answered in, and why: the dialogue switches on it."""
+
     text: str
     language: str
-    scores: dict[str, float]
+    scores: dict[str, Any]  # by source: combined, domain, langdetect (text); spoken (a call's audio + text)
     switched: bool
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,8 +73,12 @@ class Understanding(Event):
     intent: str
     confidence: float
     ranking: list[tuple[str, float]]
-    entities: list[dict[str, Any]]
+    entities: tuple[Entity, ...]
     out_of_scope: bool
+    # The language decision, carried on from LanguageIdentified for the dialogue.
+    switched: bool
+    language_reason: str = ""
+    language_scores: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,12 +90,19 @@ class BotReply(Event):
     path: str
     handoff: bool = False
     streamed: bool = False  # its text already went out as chunks (generation)
+    intent: str | None = None  # stored with the turn
+    turn_index: int | None = None  # the turn's index in the conversation (what it is stored under)
+    prompt_fields: PromptFields | None = None  # what a generator may use to phrase it; None: no phrasing
+    # Generated text went out (or was due to) and was rejected: by the grounding guard, or cut by a
+    # generation failure. ``text`` is then the template answer, and a voice must say it instead.
+    generated_rejected: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BotTextChunk(Event):
     text: str
     index: int
+    language: str  # what a voice speaks it in
     sentence: bool = False  # a whole sentence (template path), not a token piece (generation)
 
 
@@ -94,8 +112,9 @@ class BotMessage(Event):
 
     text: str
     language: str
-    trace: dict[str, Any]
+    trace: dict[str, Any]  # the operator's record; read it for display, never to decide
     handoff: bool = False
+    generated_rejected: bool = False  # as on BotReply: ``text`` replaces the generated text streamed before it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

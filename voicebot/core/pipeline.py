@@ -39,6 +39,13 @@ class TurnContext:
     def add_timing(self, stage: str, seconds: float) -> None:
         self.timings_ms[stage] = round(self.timings_ms.get(stage, 0.0) + seconds * 1000.0, 3)
 
+    def record(self, section: str, **fields: Any) -> None:
+        """Add ``fields`` to one section of the trace, next to what other stages wrote there.
+
+        The trace is the operator's record: stages write it, none reads its input from it (what
+        the next stage needs travels on the events)."""
+        self.trace.setdefault(section, {}).update(fields)
+
 
 class Stage(ABC):
     """An async component with one job: it consumes events and emits events.

@@ -138,7 +138,9 @@ class SessionHandle:
             log.error("session %s: turn %s could not be stored (%s: %s)", self.id, turn.turn_id, type(exc).__name__, exc)
             return [ErrorEvent(session_id=self.id, turn_id=turn.turn_id, code="storage_failed", message=text)]
         text, language = self.offer_human()
-        if "turn" not in turn.trace:
+        # A failure after the dialogue: its reply says under which index (and intent) the turn is stored.
+        reply = event if isinstance(event, BotReply) and event.turn_index is not None else None
+        if reply is None:
             # The dialogue never finished this turn: without its own index it would be stored over
             # the previous turn (turns are keyed by index). A gap is harmless; an overwrite is not.
             state.turn_count += 1
@@ -148,7 +150,8 @@ class SessionHandle:
             state.history[-1].bot = text  # what the customer really got
         turn.trace["response"] = {"path": "error", "reason": f"{stage.name} failed: {type(exc).__name__}", "key": "error_internal",
                                   "language": language, "handoff_offered": True}
-        return [BotReply(session_id=self.id, turn_id=turn.turn_id, text=text, language=language, path="error")]
+        return [BotReply(session_id=self.id, turn_id=turn.turn_id, text=text, language=language, path="error",
+                         intent=reply.intent if reply else None, turn_index=reply.turn_index if reply else state.turn_count)]
 
     def offer_human(self) -> tuple[str, str]:
         """The apology that offers a human agent; a pending confirmation is dropped (the customer

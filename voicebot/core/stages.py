@@ -43,18 +43,16 @@ class DialogueStage(Stage):
 
     async def process(self, event: Event, turn: TurnContext) -> AsyncIterator[Event]:
         assert isinstance(event, Understanding)
-        language_trace = turn.trace.get("language", {})
-        language = LanguageDecision(
-            event.language, bool(language_trace.get("switched")), str(language_trace.get("reason", "")),
-            {k: v for k, v in language_trace.items() if k not in ("chosen", "switched", "reason")},
-        )
-        entities = [Entity(**entity) for entity in event.entities]
+        language = LanguageDecision(event.language, event.switched, event.language_reason, dict(event.language_scores))
+        entities = list(event.entities)
         entities += await self._proposals(event.text, event.language, entities, turn)
         message = Understood(event.text, event.intent, event.confidence, event.ranking, entities, event.out_of_scope)
-        decision, trace = await self.engine.respond(turn.session.state, message, language, turn.session.id)
+        state = turn.session.state
+        decision, trace = await self.engine.respond(state, message, language, turn.session.id)
         turn.trace.update(trace)
         yield BotReply(session_id=event.session_id, turn_id=event.turn_id, text=decision.text,
-                       language=decision.language, path=decision.path, handoff=decision.handoff)
+                       language=decision.language, path=decision.path, handoff=decision.handoff,
+                       intent=message.intent, turn_index=state.turn_count, prompt_fields=decision.prompt_fields)
 
 
 class ResponseStreamStage(Stage):
@@ -69,7 +67,8 @@ class ResponseStreamStage(Stage):
             yield event
             return
         for index, sentence in enumerate(split_sentences(event.text)):
-            yield BotTextChunk(session_id=event.session_id, turn_id=event.turn_id, text=sentence, index=index, sentence=True)
+            yield BotTextChunk(session_id=event.session_id, turn_id=event.turn_id, text=sentence, index=index, sentence=True,
+                               language=event.language)
         yield event
 
 
@@ -89,16 +88,19 @@ class PersistStage(Stage):
     async def process(self, event: Event, turn: TurnContext) -> AsyncIterator[Event]:
         assert isinstance(event, BotReply)
         state = turn.session.state
-        turn.trace["timings_ms"] = dict(turn.timings_ms)
-        turn.trace.setdefault("turn", state.turn_count)
-        intent = turn.trace.get("intent", {}).get("name")
+        # The turn's index comes with the reply: by now the dialogue may be on a later turn.
+        index = event.turn_index if event.turn_index is not None else state.turn_count
+        timings = dict(turn.timings_ms)
+        turn.trace["timings_ms"] = timings
+        turn.trace["turn"] = index
         status = "handed_off" if state.handed_off else "active"
-        stored = StoredTurn(turn.session.id, int(turn.trace["turn"]), turn.turn_id, turn.user_text, event.text,
-                            event.language, intent, event.path, turn.trace)
+        # The whole record is stored with the turn; the stage's inputs are the reply's fields.
+        stored = StoredTurn(turn.session.id, index, turn.turn_id, turn.user_text, event.text,
+                            event.language, event.intent, event.path, turn.trace)
         started = time.perf_counter()
         await self.storage.save_turn(stored, state, status)
         # The commit's own time can only be known after it: the client's copy of the trace has
         # it, the stored copy (written by that commit) does not.
-        sent = {**turn.trace, "timings_ms": {**turn.trace["timings_ms"], "storage": round((time.perf_counter() - started) * 1000, 3)}}
+        sent = {**turn.trace, "timings_ms": {**timings, "storage": round((time.perf_counter() - started) * 1000, 3)}}
         yield BotMessage(session_id=event.session_id, turn_id=event.turn_id, text=event.text,
-                         language=event.language, trace=sent, handoff=event.handoff)
+                         language=event.language, trace=sent, handoff=event.handoff, generated_rejected=event.generated_rejected)

@@ -202,6 +202,7 @@ class DialogueEngine:
         article = self.kb.article(decision.knowledge["used"], decision.knowledge["shown_in"]) if decision.knowledge else None
         prompt_fields = PromptFields(decision.language, message.intent, message.text, dict(decision.facts or {}),
                                      article.body if article else None, decision.text, earlier)
+        decision.prompt_fields = prompt_fields
         trace = {
             "turn": state.turn_count,
             "language": language.to_trace(),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voicebot.dialogue.actions import ActionError, ActionRunner
 from voicebot.dialogue.domain import Domain
@@ -21,6 +21,9 @@ from voicebot.dialogue.locales import Locales
 from voicebot.dialogue.responses import ResponseTemplates
 from voicebot.dialogue.tracker import TrackerUpdate, Understood
 from voicebot.core.session import DialogueState
+
+if TYPE_CHECKING:
+    from voicebot.dialogue.grounding import PromptFields
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,7 @@ class Decision:
     action: dict[str, Any] | None = None
     facts: dict[str, str] | None = None  # values the answer states; a generator must keep them
     identification: dict[str, Any] | None = None  # what the identification gate decided this turn
+    prompt_fields: PromptFields | None = None  # set by the engine: what a generator may phrase the answer from
 
 
 class Policy:

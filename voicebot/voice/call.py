@@ -155,8 +155,7 @@ class VoiceCall:
                     self._turn_marks[event.turn_id].setdefault("message", time.monotonic())
                 for sentence in self.assembler.flush():
                     self._speech.put_nowait((self._epoch, event.turn_id, sentence, event.language))
-                generated = (event.trace.get("response") or {}).get("used")
-                if generated == "template" and (event.trace.get("response") or {}).get("generated_text"):
+                if event.generated_rejected:
                     # The guard rejected generated text already queued: say the grounded answer instead.
                     self.track.flush()
                     self._epoch += 1
