@@ -26,8 +26,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from voicebot.voice.audio import OUT_RATE, Resampler
 from voicebot.channels.webrtc.caller import Caller
+from voicebot.channels.webrtc.track import OUT_RATE
+from voicebot.voice.audio import resample
 
 QUESTIONS = [
     ("en", "What is your return policy?"),
@@ -97,7 +98,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     speech = []
     for language, text in QUESTIONS[: args.questions]:
         chunks = [c async for c in voices.synthesize(text, language)]
-        speech.append(np.concatenate([Resampler(OUT_RATE).array(np.concatenate(chunks), voices.sample_rate(language)),
+        speech.append(np.concatenate([resample(np.concatenate(chunks), voices.sample_rate(language), OUT_RATE),
                                       np.zeros(OUT_RATE // 5, dtype=np.int16)]))
     voices.close()
     data_dir = Path(tempfile.mkdtemp())

@@ -3,11 +3,12 @@ DC offset, full-scale clipping, empty and unusable frames, a format that changes
 minutes of noise fed faster than real time.
 
 The call is a real ``VoiceCall`` on an in-process ``BotRuntime`` with the real voice services
-(bundled Silero VAD, faster-whisper base, Piper/espeak voices): audio goes in through
-``feed_frame`` exactly as the WebRTC channel hands over decoded frames, only without the network,
-so hours of audio cost seconds. Nothing may raise, garbage must not become turns, memory must stay
-bounded (checked on the endpointer's buffers and the number of recognitions, not on time), and
-afterwards the same call still answers a real spoken question.
+(bundled Silero VAD, faster-whisper base, Piper/espeak voices): frames go in through the WebRTC
+channel's own ``CallerAudio`` (PyAV decoding into ``VoiceCall.feed_pcm``), only without the
+network, so hours of audio cost seconds. Nothing may raise, garbage must not become turns, memory
+must stay bounded (checked on the endpointer's buffers and the number of recognitions, not on
+time), and afterwards the same call still answers a real spoken question. Waits come from this
+machine's measured compute (``tests/voice_budget.py``), never from a fixed guess.
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ import pytest
 import pytest_asyncio
 
 from tests.conftest import fresh_data_dir
-from voicebot.voice.audio import OUT_RATE, BotAudioTrack, Resampler
+from tests.voice_budget import ComputeBudget, measure
+from voicebot.channels.webrtc.track import OUT_RATE, BotAudioTrack, CallerAudio
 from voicebot.config import Settings
-from voicebot.pipelines.asr.base import Transcription
-from voicebot.pipelines.vad.silero import FRAME_SAMPLES, SAMPLE_RATE
+from voicebot.core.events import BotMessage, Event, UserTranscript
 from voicebot.core.runtime import BotRuntime
-from voicebot.voice.turns import FRAME_MS, Endpointer, TurnEvent
+from voicebot.pipelines.asr.base import Transcription
+from voicebot.pipelines.vad.base import FRAME_SAMPLES, SAMPLE_RATE
+from voicebot.voice.audio import resample
 from voicebot.voice.call import VoiceCall, VoiceServices
+from voicebot.voice.turns import FRAME_MS, Endpointer, TurnEvent
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -44,6 +48,7 @@ class CountingRecognizer:
 
     inner: Any
     calls: int = 0
+    pending: int = 0  # recognitions started and not finished
     longest_s: float = 0.0
 
     @property
@@ -52,8 +57,12 @@ class CountingRecognizer:
 
     async def transcribe(self, audio: np.ndarray, *args: Any, **kwargs: Any) -> Transcription:
         self.calls += 1
+        self.pending += 1
         self.longest_s = max(self.longest_s, len(audio) / SAMPLE_RATE)
-        return await self.inner.transcribe(audio, *args, **kwargs)
+        try:
+            return await self.inner.transcribe(audio, *args, **kwargs)
+        finally:
+            self.pending -= 1
 
     def close(self) -> None:  # the runtime closes the real one
         pass
@@ -61,24 +70,35 @@ class CountingRecognizer:
 
 @dataclass
 class Call:
-    """A VoiceCall and everything it told its caller."""
+    """A VoiceCall, the WebRTC decoding in front of it, and every status event it emitted."""
 
     call: VoiceCall
+    audio: CallerAudio
     recognizer: CountingRecognizer
-    events: list[dict[str, Any]] = field(default_factory=list)
+    budget: ComputeBudget
+    events: list[Event] = field(default_factory=list)
 
-    def notify(self, payload: dict[str, Any]) -> None:
-        self.events.append(payload)
+    def of(self, kind: type[Event]) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
 
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["type"] == kind]
-
-    async def wait_for(self, kind: str, count: int = 1, timeout: float = 120) -> list[dict[str, Any]]:
+    async def wait_for(self, kind: type[Event], count: int = 1) -> list[Any]:
+        """Until ``count`` events of ``kind``: as long as the recognitions already queued and one
+        more turn take on this machine."""
+        timeout = self.budget.turn(turns=1 + self.recognizer.pending)
         deadline = time.monotonic() + timeout
         while len(self.of(kind)) < count:
-            assert time.monotonic() < deadline, f"no {kind} after {timeout} s; events: {[e['type'] for e in self.events]}"
+            assert time.monotonic() < deadline, \
+                f"no {kind.__name__} after {timeout:.0f} s ({self.budget}); events: {[type(e).__name__ for e in self.events]}"
             await asyncio.sleep(0.05)
         return self.of(kind)
+
+    async def settled(self) -> None:
+        """Until every recognition the audio so far started has finished and its turn is done."""
+        timeout = self.budget.turn(turns=1 + self.recognizer.pending)
+        deadline = time.monotonic() + timeout
+        while self.recognizer.pending or self.call._pending_turns:
+            assert time.monotonic() < deadline, f"recognitions still running after {timeout:.0f} s ({self.budget})"
+            await asyncio.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -96,25 +116,30 @@ async def runtime(data_dir: Path) -> AsyncIterator[BotRuntime]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def budget(runtime: BotRuntime) -> ComputeBudget:
+    assert runtime.voice is not None
+    return await measure(runtime.voice.recognizer, runtime.voice.voices, QUESTION)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def question_48k(runtime: BotRuntime) -> np.ndarray:
     """The question, spoken by the bundled English voice, at 48 kHz int16 (a caller's microphone)."""
     assert runtime.voice is not None
     voices = runtime.voice.voices
     chunks = [chunk async for chunk in voices.synthesize(QUESTION, "en")]
-    return Resampler(OUT_RATE).array(np.concatenate(chunks), voices.sample_rate("en"))
+    return resample(np.concatenate(chunks), voices.sample_rate("en"), OUT_RATE)
 
 
-async def open_call(runtime: BotRuntime, **options: Any) -> Call:
+async def open_call(runtime: BotRuntime, budget: ComputeBudget, **options: Any) -> Call:
     assert runtime.voice is not None
     services = runtime.voice
     recognizer = CountingRecognizer(services.recognizer)
     turn_options = services.options.model_copy(update=options) if options else services.options
     counted = VoiceServices(services.vad, recognizer, services.voices, turn_options)
     handle = await runtime.open_session("webrtc", language="en")
-    box: dict[str, Call] = {}
-    call = VoiceCall(counted, handle, BotAudioTrack(), lambda payload: box["call"].notify(payload))
-    box["call"] = Call(call, recognizer)
-    return box["call"]
+    events: list[Event] = []
+    call = VoiceCall(counted, handle, BotAudioTrack(), events.append)
+    return Call(call, CallerAudio(call), recognizer, budget, events)
 
 
 async def close_call(runtime: BotRuntime, call: Call) -> None:
@@ -148,15 +173,15 @@ def to_frames(samples: np.ndarray, rate: int, fmt: str, layout: str, frame_ms: i
 
 
 def at_rate(samples_48k: np.ndarray, rate: int) -> np.ndarray:
-    """int16 48 kHz -> float at ``rate`` (PyAV's resampler, as a sound card would deliver it)."""
-    return Resampler(rate).array(samples_48k, OUT_RATE).astype(np.float32) / 32768.0
+    """int16 48 kHz -> float at ``rate``, as a sound card would deliver it."""
+    return resample(samples_48k, OUT_RATE, rate).astype(np.float32) / 32768.0
 
 
 async def feed(call: Call, frames: Iterator[av.AudioFrame] | list[av.AudioFrame]) -> None:
     """Feed frames far faster than real time, letting the loop run now and then (as the WebRTC
     track's ``recv`` would between frames)."""
     for index, frame in enumerate(frames):
-        call.call.feed_frame(frame)
+        call.audio.feed(frame)
         if index % 25 == 0:
             await asyncio.sleep(0)
 
@@ -180,10 +205,10 @@ def assert_bounded(endpointer: Endpointer) -> None:
 
 
 async def ask_question(call: Call, question_48k: np.ndarray, rate: int, fmt: str, layout: str) -> dict[str, Any]:
-    before = len(call.of("bot_message"))
+    before = len(call.of(BotMessage))
     speech = np.concatenate([np.zeros(int(rate * 0.3)), at_rate(question_48k, rate), np.zeros(int(rate * 1.2))])
     await feed(call, to_frames(speech, rate, fmt, layout))
-    return (await call.wait_for("bot_message", before + 1))[-1]
+    return (await call.wait_for(BotMessage, before + 1))[-1]
 
 
 # -- the tests ---------------------------------------------------------------------------------------
@@ -195,32 +220,33 @@ async def ask_question(call: Call, question_48k: np.ndarray, rate: int, fmt: str
     ids=["8k-s16-mono", "44k1-s16-stereo", "96k-flt-mono", "48k-fltp-stereo", "22k-s32p-stereo"],
 )
 async def test_garbage_in_any_format_makes_no_turn_and_the_call_still_answers(
-        runtime: BotRuntime, question_48k: np.ndarray, rate: int, fmt: str, layout: str) -> None:
-    call = await open_call(runtime)
+        runtime: BotRuntime, budget: ComputeBudget, question_48k: np.ndarray, rate: int, fmt: str, layout: str) -> None:
+    call = await open_call(runtime, budget)
     try:
         rng = np.random.default_rng(rate)
         for name, samples in garbage(rate, 2.0, rng).items():
             await feed(call, to_frames(samples, rate, fmt, layout))
             assert_bounded(call.call.endpointer)
-            assert not call.of("user_transcript"), (name, call.events)
+            assert not call.of(UserTranscript), (name, call.events)
         if fmt.startswith(("flt", "dbl")):  # float frames carrying NaN and infinities
             poisoned = rng.normal(0, 0.1, rate * 2)
             poisoned[::7], poisoned[3::11], poisoned[5::13] = np.nan, np.inf, -np.inf
             await feed(call, to_frames(poisoned, rate, fmt, layout))
         await feed(call, [av.AudioFrame(format=fmt, layout=layout, samples=0)] * 10)  # empty frames
-        await asyncio.sleep(0.5)
-        assert not call.of("user_transcript") and not call.of("bot_message"), call.events
+        await call.settled()
+        assert not call.of(UserTranscript) and not call.of(BotMessage), call.events
         answer = await ask_question(call, question_48k, rate, fmt, layout)
-        assert answer["trace"]["knowledge"]["used"] == "return_policy", answer["trace"].get("voice")
-        assert len(call.of("user_transcript")) == 1  # one turn: the question, nothing from the garbage
+        assert answer.trace["knowledge"]["used"] == "return_policy", answer.trace.get("voice")
+        assert len(call.of(UserTranscript)) == 1  # one turn: the question, nothing from the garbage
     finally:
         await close_call(runtime, call)
 
 
-async def test_unusable_and_changing_frames_are_dropped_and_the_call_goes_on(runtime: BotRuntime, question_48k: np.ndarray) -> None:
+async def test_unusable_and_changing_frames_are_dropped_and_the_call_goes_on(
+        runtime: BotRuntime, budget: ComputeBudget, question_48k: np.ndarray) -> None:
     """Frames without a usable rate are dropped and counted; a format change mid-call (PyAV's
     resampler refuses it) is followed, even in the middle of the question."""
-    call = await open_call(runtime)
+    call = await open_call(runtime, budget)
     try:
         bad = []
         for rate in (0, 1, 1000, 10_000_000):
@@ -228,39 +254,59 @@ async def test_unusable_and_changing_frames_are_dropped_and_the_call_goes_on(run
             frame.sample_rate = rate
             bad.append(frame)
         await feed(call, bad)
-        assert call.call.bad_frames == len(bad)
+        assert call.audio.bad_frames == len(bad)
         speech = np.concatenate([np.zeros(int(48000 * 0.3)), at_rate(question_48k, 48000), np.zeros(int(48000 * 1.2))])
         half = len(speech) // 2
         frames = [*to_frames(speech[:half], 48000, "s16", "stereo"),
                   *to_frames(at_rate((speech[half:] * 32767).astype(np.int16), 16000), 16000, "flt", "mono")]
         await feed(call, frames)
-        answer = (await call.wait_for("bot_message"))[-1]
-        assert answer["trace"]["knowledge"]["used"] == "return_policy", answer["trace"].get("voice")
+        answer = (await call.wait_for(BotMessage))[-1]
+        assert answer.trace["knowledge"]["used"] == "return_policy", answer.trace.get("voice")
     finally:
         await close_call(runtime, call)
 
 
-async def test_nan_in_speech_fed_directly_is_cleaned_before_recognition(runtime: BotRuntime, question_48k: np.ndarray) -> None:
+async def test_pcm_at_unusable_rates_is_dropped_and_the_call_goes_on(runtime: BotRuntime, budget: ComputeBudget, question_48k: np.ndarray) -> None:
+    """A custom transport handing ``feed_pcm`` chunks at rates no resampler takes, or samples that
+    are not numbers: they are dropped and counted, the call still answers."""
+    call = await open_call(runtime, budget)
+    try:
+        for rate in (0, 1, 1000, 10_000_000):
+            call.call.feed_pcm(np.zeros(960, dtype=np.int16), rate)
+        call.call.feed_pcm(np.array(["not", "audio"]), 16_000)
+        assert call.call.bad_chunks == 5
+        speech = np.concatenate([np.zeros(4800, dtype=np.int16), resample(question_48k, OUT_RATE, 16_000), np.zeros(19200, dtype=np.int16)])
+        for start in range(0, len(speech), 320):
+            call.call.feed_pcm(speech[start:start + 320], 16_000)
+            await asyncio.sleep(0)
+        answer = (await call.wait_for(BotMessage))[-1]
+        assert answer.trace["knowledge"]["used"] == "return_policy", answer.trace.get("voice")
+    finally:
+        await close_call(runtime, call)
+
+
+async def test_nan_in_speech_fed_directly_is_cleaned_before_recognition(runtime: BotRuntime, budget: ComputeBudget, question_48k: np.ndarray) -> None:
     """16 kHz float audio handed straight to the call (a custom transport) with NaN in the speech:
     the endpointer cleans it, so recognition gets finite audio (it refuses NaN) and understands it."""
-    call = await open_call(runtime)
+    call = await open_call(runtime, budget)
     try:
         spoken = at_rate(question_48k, SAMPLE_RATE)
         spoken[::97] = np.nan  # dropouts; infinities would be full-scale clicks, not speech any more
         speech = np.concatenate([np.full(4800, np.nan), spoken, np.zeros(int(SAMPLE_RATE * 1.2))])
         for start in range(0, len(speech), 320):
-            call.call.feed_pcm16k(speech[start:start + 320])
+            call.call.feed_pcm(speech[start:start + 320], SAMPLE_RATE)
             await asyncio.sleep(0)
-        answer = (await call.wait_for("bot_message"))[-1]
-        assert answer["trace"]["knowledge"]["used"] == "return_policy", answer["trace"].get("voice")
+        answer = (await call.wait_for(BotMessage))[-1]
+        assert answer.trace["knowledge"]["used"] == "return_policy", answer.trace.get("voice")
     finally:
         await close_call(runtime, call)
 
 
-async def test_ten_minutes_of_noise_faster_than_real_time_stay_bounded(runtime: BotRuntime, question_48k: np.ndarray) -> None:
+async def test_ten_minutes_of_noise_faster_than_real_time_stay_bounded(
+        runtime: BotRuntime, budget: ComputeBudget, question_48k: np.ndarray) -> None:
     """Ten minutes of 48 kHz stereo noise as 100 ms frames, as fast as the VAD takes them: the
     endpointer's buffers stay bounded the whole time and the noise causes no recognition."""
-    call = await open_call(runtime)
+    call = await open_call(runtime, budget)
     try:
         rng = np.random.default_rng(10)
         rate, seconds, frame_s = 48000, 600, 0.1
@@ -269,9 +315,9 @@ async def test_ten_minutes_of_noise_faster_than_real_time_stay_bounded(runtime: 
             await feed(call, to_frames(noise, rate, "s16", "stereo", frame_ms=int(frame_s * 1000)))
             assert_bounded(call.call.endpointer)
         assert call.recognizer.calls <= seconds / call.call.services.options.max_utterance_s + 1
-        assert not call.of("bot_message")
+        assert not call.of(BotMessage)
         answer = await ask_question(call, question_48k, 48000, "s16", "stereo")
-        assert answer["trace"]["knowledge"]["used"] == "return_policy"
+        assert answer.trace["knowledge"]["used"] == "return_policy"
     finally:
         await close_call(runtime, call)
 

@@ -21,7 +21,8 @@ import soundfile
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from voicebot.voice.audio import FRAME_SAMPLES_OUT, OUT_RATE, PacedAudioTrack, Resampler
+from voicebot.channels.webrtc.track import FRAME_SAMPLES_OUT, OUT_RATE, FrameResampler, PacedAudioTrack
+from voicebot.voice.audio import resample
 
 SILENCE_DBFS = -40.0
 
@@ -35,7 +36,7 @@ def dbfs(samples: np.ndarray) -> float:
 
 def load_wav_48k(path: Path) -> np.ndarray:
     data, rate = soundfile.read(str(path), dtype="int16", always_2d=True)
-    return Resampler(OUT_RATE).array(data.mean(axis=1).astype(np.int16), rate)
+    return resample(data.mean(axis=1).astype(np.int16), rate, OUT_RATE)
 
 
 class SpeechTrack(PacedAudioTrack):
@@ -67,7 +68,8 @@ class SpeechTrack(PacedAudioTrack):
 @dataclass
 class CallRecording:
     events: list[dict[str, Any]] = field(default_factory=list)
-    audio_16k: list[np.ndarray] = field(default_factory=list)
+    audio_16k: list[np.ndarray] = field(default_factory=list)  # one array per 20 ms frame received
+    frames_at_event: list[int] = field(default_factory=list)  # len(audio_16k) when each event arrived
     first_loud_after: dict[float, float] = field(default_factory=dict)
 
     @property
@@ -109,6 +111,7 @@ class Caller:
         @channel.on("message")
         def on_message(message: str) -> None:
             self.recording.events.append(json.loads(message))
+            self.recording.frames_at_event.append(len(self.recording.audio_16k))
             self._event_arrived.set()
 
         self._channel = channel
@@ -138,7 +141,7 @@ class Caller:
         return str(response.json()["token"])
 
     async def _record(self, track: MediaStreamTrack) -> None:
-        resampler = Resampler(16_000)
+        resampler = FrameResampler(16_000)
         was_loud = False
         try:
             while True:
@@ -200,7 +203,7 @@ async def call_once(url: str, wav: Path, out: Path | None, language: str | None,
     caller = Caller(url, language, loopback_only=loopback_only, api_key=api_key)
     await caller.connect()
     try:
-        await caller.wait_for("session", timeout=15)
+        await caller.wait_for("session", timeout=timeout)
         ended = await caller.say(load_wav_48k(wav))
         messages = await caller.wait_for("bot_message", timeout=timeout)
         await caller.wait_quiet(timeout)

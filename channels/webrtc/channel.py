@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -21,12 +22,14 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from voicebot.access.tokens import AccessDenied, OriginRefused
-from voicebot.voice.audio import BotAudioTrack
-from voicebot.channels.base import Channel
 from voicebot.access.limits import LimitExceeded
-from voicebot.resources import web_dir
+from voicebot.access.tokens import AccessDenied, OriginRefused
+from voicebot.channels.base import Channel
+from voicebot.channels.webrtc.track import BotAudioTrack, CallerAudio
+from voicebot.channels.webrtc.wire import render
+from voicebot.core.events import Event
 from voicebot.core.runtime import ResumeError, ShuttingDown
+from voicebot.resources import web_dir
 from voicebot.voice.call import VoiceCall
 
 log = logging.getLogger(__name__)
@@ -101,6 +104,7 @@ class WebRTCChannel(Channel):
     def __init__(self, runtime: Any, options: WebRTCOptions | None = None) -> None:
         super().__init__(runtime, options)
         self.calls: dict[str, tuple[RTCPeerConnection, VoiceCall | None]] = {}
+        self._senders: dict[str, Callable[[dict[str, Any]], None]] = {}  # each call's data channel
         self._tasks: set[asyncio.Task[Any]] = set()
         self._deadlines: set[asyncio.Task[None]] = set()
 
@@ -160,7 +164,7 @@ class WebRTCChannel(Channel):
         channel_box: dict[str, Any] = {}
         pending: list[str] = []
 
-        def notify(payload: dict[str, Any]) -> None:
+        def send(payload: dict[str, Any]) -> None:
             data = json.dumps(payload, ensure_ascii=False, default=str)
             channel = channel_box.get("channel")
             if channel is not None and channel.readyState == "open":
@@ -168,8 +172,14 @@ class WebRTCChannel(Channel):
             else:
                 pending.append(data)
 
-        call = VoiceCall(self.runtime.voice, handle, bot_track, notify)
+        def on_event(event: Event) -> None:
+            payload = render(event)
+            if payload is not None:
+                send(payload)
+
+        call = VoiceCall(self.runtime.voice, handle, bot_track, on_event)
         self.calls[handle.id] = (pc, call)
+        self._senders[handle.id] = send
 
         @pc.on("datachannel")
         def on_datachannel(channel: Any) -> None:
@@ -209,7 +219,7 @@ class WebRTCChannel(Channel):
         deadline = self._keep(self._connect_deadline(handle.id, pc))
         self._deadlines.add(deadline)
         deadline.add_done_callback(self._deadlines.discard)
-        notify({"type": "session", "session_id": handle.id, "language": handle.session.state.language})
+        send({"type": "session", "session_id": handle.id, "language": handle.session.state.language})
         return JSONResponse({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "session_id": handle.id, "token": handle.token})
 
     async def _connect_deadline(self, call_id: str, pc: RTCPeerConnection) -> None:
@@ -219,10 +229,10 @@ class WebRTCChannel(Channel):
             await self.end(call_id, f"the peer did not connect within {self.options.connect_timeout_s} s")
 
     async def _listen(self, call_id: str, track: Any, call: VoiceCall) -> None:
+        audio = CallerAudio(call)  # decoded Opus frames -> 16 kHz PCM into the call
         try:
             while True:
-                frame = await track.recv()
-                call.feed_frame(frame)
+                audio.feed(await track.recv())
         except MediaStreamError:
             pass  # the caller's track ended
         except Exception:  # noqa: BLE001
@@ -231,6 +241,7 @@ class WebRTCChannel(Channel):
 
     async def end(self, call_id: str, reason: str) -> None:
         entry = self.calls.pop(call_id, None)
+        self._senders.pop(call_id, None)
         if entry is None:
             return
         pc, call = entry
@@ -248,10 +259,11 @@ class WebRTCChannel(Channel):
 
     async def drain(self, deadline: float) -> None:
         """Tell each caller the service restarts (their conversation is saved), then end the call."""
-        for _, call in list(self.calls.values()):
-            if call is not None:
+        for call_id, (_, call) in list(self.calls.items()):
+            send = self._senders.get(call_id)
+            if call is not None and send is not None:
                 text, language = call.handle.engine.locales.message("server_restarting", call.handle.session.state.language)
-                call.notify({"type": "ended", "reason": "server_restart", "message": text, "language": language, "resume": True})
+                send({"type": "ended", "reason": "server_restart", "message": text, "language": language, "resume": True})
         await asyncio.sleep(0.2)  # let the data channels carry it before the peers close
         for call_id in list(self.calls):
             await self.end(call_id, "server restarting")

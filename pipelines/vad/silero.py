@@ -1,7 +1,9 @@
 """Silero VAD (weights ship in the silero-vad wheel), one shared ONNX session for every call.
 
-The model is stateful per audio stream; the state is two small arrays, so each call keeps its own
-``SileroStream`` while all calls share the loaded network: no per-call model loading.
+Implements the VAD contract of ``voicebot.pipelines.vad.base`` (``VoiceActivityDetector`` /
+``VadStream``). The model is stateful per audio stream; the state is two small arrays, so each
+call keeps its own ``SileroStream`` while all calls share the loaded network: no per-call model
+loading.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from importlib import resources
 
 import numpy as np
 
-FRAME_SAMPLES = 512  # 32 ms at 16 kHz: the window Silero is trained on
-SAMPLE_RATE = 16_000
+from voicebot.pipelines.vad.base import FRAME_SAMPLES, SAMPLE_RATE
+
+__all__ = ["FRAME_SAMPLES", "SAMPLE_RATE", "SileroModel", "SileroStream"]
+
 _CONTEXT = 64
 
 

@@ -137,3 +137,54 @@ class EndOfTurn(Event):
 class ErrorEvent(Event):
     code: str
     message: str
+
+
+# voice call status: what a call tells its caller while it runs; each transport renders them in
+# its own wire format (the WebRTC channel as JSON on its data channel). SpeechStarted (above) is
+# the caller starting to talk; BotMessage (above) is the bot's answer of a turn.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserTranscript(Event):
+    """What the caller said, as recognised, and the language the turn is answered in."""
+
+    text: str
+    language: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Interrupted(Event):
+    """The caller talked over the bot: its audio stopped at once. ``delivered`` is what the caller
+    really heard of the turn's answer (stored with the turn); ``turn_id`` is empty when no turn
+    was answering yet."""
+
+    delivered: str
+    pipeline_cancelled: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backchannel(Event):
+    """Short speech over the bot ("mm", "ok"): neither a turn nor an interruption."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoSpeech(Event):
+    """The caller made sound the recogniser found no words in: no turn follows."""
+
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FirstAudio(Event):
+    """The turn's first audio went to the caller: latency after the end of their turn, and of TTS
+    after the first reply text was ready."""
+
+    after_end_of_turn_ms: float
+    tts_first_chunk_ms: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BotSpeaking(Event):
+    """The bot started (``on``) or finished speaking an answer."""
+
+    on: bool

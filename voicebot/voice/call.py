@@ -1,9 +1,11 @@
-"""One voice call's audio pipeline, independent of the transport (WebRTC, or a test feeding audio).
+"""One voice call's audio pipeline, independent of the transport (WebRTC, a phone carrier, a test).
 
-caller audio -> VAD/endpointing -> Whisper (speculatively started at the first pause, through the
-shared batcher) -> spoken-language ID -> the session's text pipeline (the same dialogue engine and
-storage as chat) -> sentences -> TTS -> the bot's audio track. Barge-in flushes the bot's audio at
-once, cancels the turn's pending generation and speech, and records what the caller really heard.
+caller PCM at any rate -> 16 kHz -> VAD/endpointing -> Whisper (speculatively started at the first
+pause, through the shared batcher) -> spoken-language ID -> the session's text pipeline (the same
+dialogue engine and storage as chat) -> sentences -> TTS -> the sink's rate -> the ``AudioSink``.
+Barge-in flushes the sink at once, cancels the turn's pending generation and speech, and records
+what the caller really heard. The call's status goes out as typed events (``core.events``, "voice
+call status"); the transport renders them in its own wire format.
 """
 
 from __future__ import annotations
@@ -18,84 +20,111 @@ from typing import Any
 
 import numpy as np
 
-from voicebot.voice.audio import OUT_RATE, BadAudioFrame, BotAudioTrack, Resampler, int16_to_float
-from voicebot.core.events import BotMessage, BotTextChunk, ErrorEvent
+from voicebot.core.events import (
+    Backchannel,
+    BotMessage,
+    BotSpeaking,
+    BotTextChunk,
+    ErrorEvent,
+    Event,
+    FirstAudio,
+    Interrupted,
+    NoSpeech,
+    SpeechStarted,
+    UserTranscript,
+)
+from voicebot.core.runtime import SessionHandle
+from voicebot.core.sentences import SentenceAssembler
 from voicebot.pipelines.asr.base import SpeechRecognizer, Transcription
 from voicebot.pipelines.asr.normalise import normalise_spoken_digits
 from voicebot.pipelines.lid.spoken import decide_spoken_language
-from voicebot.pipelines.vad.silero import SAMPLE_RATE, SileroModel
-from voicebot.core.runtime import SessionHandle
-from voicebot.core.sentences import SentenceAssembler
+from voicebot.pipelines.vad.base import SAMPLE_RATE, VoiceActivityDetector
+from voicebot.voice.audio import AudioSink, BadAudio, StreamResampler, to_int16
 from voicebot.voice.turns import Endpointer, TurnEvent, TurnTakingOptions
 
 log = logging.getLogger(__name__)
 
-Notify = Callable[[dict[str, Any]], None]
+OnEvent = Callable[[Event], None]
 
 
 @dataclass
 class VoiceServices:
     """Models shared by every call of the process (loaded once, at start)."""
 
-    vad: SileroModel
+    vad: VoiceActivityDetector
     recognizer: SpeechRecognizer
     voices: Any  # pipelines.tts.router.VoiceRouter
     options: TurnTakingOptions
 
 
 class VoiceCall:
-    def __init__(self, services: VoiceServices, handle: SessionHandle, track: BotAudioTrack, notify: Notify) -> None:
+    """A call: ``feed_pcm`` the caller's audio, hear the bot on ``sink``, follow it on ``on_event``."""
+
+    def __init__(self, services: VoiceServices, handle: SessionHandle, sink: AudioSink, on_event: OnEvent) -> None:
         self.services = services
         self.handle = handle
-        self.track = track
-        self.notify = notify
+        self.sink = sink
+        self.on_event = on_event
         self.endpointer = Endpointer(services.vad.stream(), services.options)
-        self.inbound = Resampler(SAMPLE_RATE)
-        self.outbound = Resampler(OUT_RATE)
+        self.inbound = StreamResampler(SAMPLE_RATE)
+        self.outbound = StreamResampler(sink.sample_rate)
         self.assembler = SentenceAssembler()
         self.current_turn: str | None = None
+        self.bad_chunks = 0  # caller audio dropped as unusable
         self._speculative: asyncio.Task[Transcription] | None = None
         self._speech: asyncio.Queue[tuple[int, str, str, str]] = asyncio.Queue()
         self._epoch = 0  # bumped by barge-in: queued speech of older epochs is dropped
+        self._synthesising: int | None = None  # the epoch of the sentence being synthesised
+        self._sink_speaking = False
+        self.speaking = False  # the bot is answering: its audio plays, or more of the answer is coming
         self._turn_marks: dict[str, dict[str, float]] = {}
         self._tasks = [asyncio.create_task(self._bot_events()), asyncio.create_task(self._speak())]
         self._pending_turns: set[asyncio.Task[None]] = set()
-        self.bad_frames = 0
-        track.on_speaking_changed.append(self._bot_speaking_changed)
+        sink.on_speaking_changed.append(self._sink_speaking_changed)
         self.closed = False
 
-    # -- caller audio --------------------------------------------------------------------------
-    def feed_frame(self, frame: Any) -> None:
-        """An inbound PyAV frame (48 kHz stereo Opus decoded): resample and endpoint it. A frame
-        that cannot be resampled is dropped (and counted) rather than ending the call."""
-        try:
-            samples = self.inbound.frame(frame)
-        except BadAudioFrame as exc:
-            self.bad_frames += 1
-            if self.bad_frames == 1 or self.bad_frames % 1000 == 0:
-                log.warning("call %s: dropped %d unusable audio frame(s): %s", self.handle.id, self.bad_frames, exc)
-            return
-        self.feed_pcm16k(int16_to_float(samples))
+    def _emit(self, kind: type[Event], turn_id: str | None = None, **fields: Any) -> None:
+        self._deliver(kind(session_id=self.handle.id, turn_id=turn_id or "", **fields))
 
-    def feed_pcm16k(self, audio: np.ndarray) -> None:
+    def _deliver(self, event: Event) -> None:
+        """A status event to the transport; one it fails to render must not end the call."""
+        try:
+            self.on_event(event)
+        except Exception:  # noqa: BLE001
+            log.exception("call %s: the transport failed on a %s event", self.handle.id, type(event).__name__)
+
+    # -- caller audio --------------------------------------------------------------------------
+    def feed_pcm(self, samples: np.ndarray, sample_rate: int) -> None:
+        """Caller audio: int16 or float32 (in [-1, 1]), mono or (frames, channels), at any rate
+        from 4 to 384 kHz, in chunks of any size. Audio that cannot be used (a rate out of range,
+        not numbers) is dropped and counted rather than ending the call."""
+        try:
+            audio = self.inbound.push(samples, sample_rate)
+        except BadAudio as exc:
+            self.bad_chunks += 1
+            if self.bad_chunks == 1 or self.bad_chunks % 1000 == 0:
+                log.warning("call %s: dropped %d unusable audio chunk(s): %s", self.handle.id, self.bad_chunks, exc)
+            return
         for event, utterance in self.endpointer.feed(audio):
-            if event is TurnEvent.SPEECH_STARTED:
-                self.notify({"type": "speech_started"})
-            elif event is TurnEvent.PAUSED and utterance is not None:
-                self._speculative = asyncio.create_task(self._recognise(utterance))
-            elif event is TurnEvent.RESUMED:
-                self._drop_speculative()
-            elif event is TurnEvent.BARGE_IN:
-                self.barge_in()
-            elif event is TurnEvent.BACKCHANNEL:
-                self._drop_speculative()
-                self.notify({"type": "backchannel"})
-            elif event is TurnEvent.TURN_ENDED and utterance is not None:
-                ended_at = time.monotonic()
-                task = asyncio.create_task(self._finish_turn(utterance, self._speculative, ended_at))
-                self._speculative = None
-                self._pending_turns.add(task)
-                task.add_done_callback(self._pending_turns.discard)
+            self._turn_event(event, utterance)
+
+    def _turn_event(self, event: TurnEvent, utterance: np.ndarray | None) -> None:
+        if event is TurnEvent.SPEECH_STARTED:
+            self._emit(SpeechStarted)
+        elif event is TurnEvent.PAUSED and utterance is not None:
+            self._speculative = asyncio.create_task(self._recognise(utterance))
+        elif event is TurnEvent.RESUMED:
+            self._drop_speculative()
+        elif event is TurnEvent.BARGE_IN:
+            self.barge_in()
+        elif event is TurnEvent.BACKCHANNEL:
+            self._drop_speculative()
+            self._emit(Backchannel)
+        elif event is TurnEvent.TURN_ENDED and utterance is not None:
+            task = asyncio.create_task(self._finish_turn(utterance, self._speculative, time.monotonic()))
+            self._speculative = None
+            self._pending_turns.add(task)
+            task.add_done_callback(self._pending_turns.discard)
 
     def _drop_speculative(self) -> None:
         if self._speculative is not None:
@@ -121,14 +150,14 @@ class VoiceCall:
         recognised_at = time.monotonic()
         text = normalise_spoken_digits(transcription.text.strip())
         if not text:
-            self.notify({"type": "no_speech", "duration_s": round(len(utterance) / SAMPLE_RATE, 2)})
+            self._emit(NoSpeech, duration_s=round(len(utterance) / SAMPLE_RATE, 2))
             return
         engine = self.handle.engine
         state = self.handle.session.state
         decision = decide_spoken_language(transcription.language_probs, engine.detector.scores(text)["combined"], text,
                                           transcription.duration_s or len(utterance) / SAMPLE_RATE, state.language, engine.domain.languages,
                                           engine.language_settings)
-        self.notify({"type": "user_transcript", "text": text, "language": decision.language})
+        self._emit(UserTranscript, text=text, language=decision.language)
         voice_trace = {
             "asr": {"model": transcription.model, "text": text, "language": transcription.language,
                     "language_probability": transcription.language_probability, "compute_ms": transcription.compute_ms,
@@ -157,11 +186,11 @@ class VoiceCall:
                     self._speech.put_nowait((self._epoch, event.turn_id, sentence, event.language))
                 if event.generated_rejected:
                     # The guard rejected generated text already queued: say the grounded answer instead.
-                    self.track.flush()
+                    self.sink.flush()
                     self._epoch += 1
                     self._speech.put_nowait((self._epoch, event.turn_id, event.text, event.language))
-                self.notify({"type": "bot_message", "turn_id": event.turn_id, "text": event.text, "language": event.language,
-                             "handoff": event.handoff, "trace": event.trace})
+                    self._update_speaking()
+                self._deliver(event)
             elif isinstance(event, ErrorEvent):
                 await self._say_now(event.message, self.handle.session.state.language)
 
@@ -173,39 +202,61 @@ class VoiceCall:
             epoch, turn_id, sentence, language = await self._speech.get()
             if epoch != self._epoch:
                 continue
+            self._synthesising = epoch
             try:
-                rate = self.services.voices.sample_rate(language)
-                async for chunk in self.services.voices.synthesize(sentence, language):
-                    if epoch != self._epoch:
-                        break
-                    marks = self._turn_marks.get(turn_id)
-                    if marks is not None and "first_audio" not in marks:
-                        marks["first_audio"] = time.monotonic()
-                        self.notify({"type": "first_audio", "turn_id": turn_id,
-                                     "after_end_of_turn_ms": round((marks["first_audio"] - marks["end_of_turn"]) * 1000, 1),
-                                     "tts_first_chunk_ms": round((marks["first_audio"] - marks.get("message", marks["first_audio"])) * 1000, 1)})
-                    self.track.enqueue(self.outbound.array(chunk, rate), sentence)
+                await self._say_sentence(epoch, turn_id, sentence, language)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one sentence failing to synthesise must not end the call
                 log.warning("call %s: speech synthesis failed: %s", self.handle.id, exc)
+            finally:
+                self._synthesising = None
+                self.outbound.finish()  # a sentence cut short leaves nothing for the next one
+                self._update_speaking()
 
-    def _bot_speaking_changed(self, speaking: bool) -> None:
-        self.endpointer.bot_speaking = speaking
-        self.notify({"type": "bot_speaking", "on": speaking})
+    async def _say_sentence(self, epoch: int, turn_id: str, sentence: str, language: str) -> None:
+        rate = self.services.voices.sample_rate(language)
+        async for chunk in self.services.voices.synthesize(sentence, language):
+            if epoch != self._epoch:
+                return
+            marks = self._turn_marks.get(turn_id)
+            if marks is not None and "first_audio" not in marks:
+                marks["first_audio"] = time.monotonic()
+                self._emit(FirstAudio, turn_id,
+                           after_end_of_turn_ms=round((marks["first_audio"] - marks["end_of_turn"]) * 1000, 1),
+                           tts_first_chunk_ms=round((marks["first_audio"] - marks.get("message", marks["first_audio"])) * 1000, 1))
+            self.sink.enqueue(to_int16(self.outbound.push(chunk, rate)), sentence)
+        if epoch == self._epoch:
+            self.sink.enqueue(to_int16(self.outbound.finish()), sentence)  # the resampler's tail of the sentence
+
+    def _sink_speaking_changed(self, speaking: bool) -> None:
+        self._sink_speaking = speaking
+        self._update_speaking()
+
+    def _update_speaking(self) -> None:
+        """The bot speaks from its first audio until the sink has played the last sentence queued:
+        a gap while TTS catches up (a busy machine) is still the bot's turn, so the caller talking
+        in it is barging in, not starting a turn of their own."""
+        pending = self._synthesising == self._epoch or not self._speech.empty()
+        speaking = self._sink_speaking or (self.speaking and pending)
+        if speaking != self.speaking:
+            self.speaking = speaking
+            self.endpointer.bot_speaking = speaking
+            self._emit(BotSpeaking, self.current_turn, on=speaking)
 
     def barge_in(self) -> None:
         """The caller talks over the bot: silence it now, cancel the turn's pending work."""
-        heard, cut = self.track.flush()
+        heard, cut = self.sink.flush()
         self._epoch += 1
         while not self._speech.empty():
             self._speech.get_nowait()
+        self._update_speaking()
         turn_id = self.current_turn
         cancelled = self.handle.cancel_turn(turn_id) if turn_id else False
         delivered = " ".join(heard + ([cut] if cut else []))
         if turn_id:
             self.handle.runtime.record_interruption(self.handle.id, turn_id, delivered)
-        self.notify({"type": "interrupted", "turn_id": turn_id, "delivered": delivered, "pipeline_cancelled": cancelled})
+        self._emit(Interrupted, turn_id, delivered=delivered, pipeline_cancelled=cancelled)
 
     def latency_marks(self, turn_id: str) -> dict[str, float]:
         return self._turn_marks.get(turn_id, {})

@@ -14,7 +14,7 @@ from enum import Enum
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from voicebot.pipelines.vad.silero import FRAME_SAMPLES, SAMPLE_RATE, SileroStream
+from voicebot.pipelines.vad.base import FRAME_SAMPLES, SAMPLE_RATE, VadStream
 
 FRAME_MS = FRAME_SAMPLES * 1000 // SAMPLE_RATE  # 32
 
@@ -47,7 +47,7 @@ class TurnEvent(Enum):
 class Endpointer:
     """Per-call turn detection over 16 kHz float32 audio."""
 
-    vad: SileroStream
+    vad: VadStream
     options: TurnTakingOptions = field(default_factory=TurnTakingOptions)
     bot_speaking: bool = False
     _pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
