@@ -33,8 +33,8 @@ import numpy as np
 from cryptography.fernet import Fernet
 
 from voicebot.config import PrivacySettings
-from voicebot.privacy.sealing import Sealer
 from voicebot.core.session import DialogueState, HistoryEntry, SlotValue
+from voicebot.privacy.sealing import Sealer
 from voicebot.storage import StoredTurn
 from voicebot.storage.sqlite import SqliteStorage
 

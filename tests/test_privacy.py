@@ -20,6 +20,8 @@ from tests.conftest import fresh_data_dir
 from voicebot.cli import main as cli_main
 from voicebot.config import PrivacySettings, Settings
 from voicebot.core.events import BotMessage, BotTextChunk, ErrorEvent
+from voicebot.core.runtime import BotRuntime
+from voicebot.core.session import DialogueState, SlotValue
 from voicebot.learning.export import ExportOptions, export_dataset
 from voicebot.pipelines.generation.seq2seq import GenerationResult
 from voicebot.privacy.audit import subject_ref
@@ -27,8 +29,6 @@ from voicebot.privacy.crypto import EncryptionKeyError
 from voicebot.privacy.logs import LogRedaction
 from voicebot.privacy.restore import PlaceholderStream
 from voicebot.privacy.sealing import Sealer
-from voicebot.core.runtime import BotRuntime
-from voicebot.core.session import DialogueState, SlotValue
 from voicebot.storage import Storage, StoredTurn
 from voicebot.storage.sqlite import SqliteStorage
 

@@ -27,6 +27,7 @@ from voicebot.privacy.crypto import TextCipher
 from voicebot.privacy.masking import redact_turn
 from voicebot.privacy.patterns import LocalePatterns
 
+
 class Sealer:
     """Redaction and encryption of stored text. ``Sealer()`` stores everything as it is (what a
     bare ``SqliteStorage(path)`` does, for tools and tests); ``from_settings`` is what the bot uses."""
