@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from voicebot.core.pipeline import Stage
-from voicebot.core.stages import DialogueStage, PersistStage, ResponseStreamStage
+from voicebot.core.stages import ResponseStreamStage
+from voicebot.dialogue.stage import DialogueStage
 from voicebot.pipelines.generation.stage import GenerationStage
 from voicebot.pipelines.lid.stage import TextLanguageStage
 from voicebot.pipelines.nlu.stage import NluStage
+from voicebot.storage.stage import PersistStage
 
 if TYPE_CHECKING:
     from voicebot.core.runtime import BotRuntime

@@ -6,9 +6,7 @@ Spans never overlap: more specific types are matched first (an email's digits ar
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
-from typing import Any
-
+from voicebot.core.entities import Entity
 from voicebot.dialogue.domain import DomainSpec
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
@@ -21,20 +19,6 @@ DATE = re.compile(
 )
 _TYPE_ORDER = {"email": 0, "phone": 1, "date": 2, "pattern": 3, "enum": 4}
 _CJK = re.compile(r"[\u3400-\u9fff]")
-
-
-@dataclass(frozen=True)
-class Entity:
-    slot: str
-    kind: str
-    value: str
-    text: str
-    start: int
-    end: int
-    confidence: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _normalise_date(raw: str) -> str:

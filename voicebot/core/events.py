@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: the events stay importable without the models behind them
     from voicebot.dialogue.grounding import PromptFields
-    from voicebot.pipelines.nlu.entities import Entity
+    from voicebot.core.entities import Entity
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
