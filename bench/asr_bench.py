@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -87,28 +86,12 @@ def synthesise(folder: Path) -> list[tuple[str, str, np.ndarray]]:
     return items
 
 
-def normalise(text: str) -> str:
-    return " ".join(re.findall(r"[^\W_]+", text.lower().replace("where's", "where is")))
-
-
 def wer(references: list[str], hypotheses: list[str]) -> float:
-    refs, hyps = [normalise(t) for t in references], [normalise(t) for t in hypotheses]
-    try:
-        import jiwer
+    """Corpus word error rate, counted as the tests count it (tests/speech_checks.py: jiwer when
+    installed; accents, punctuation and how a number read aloud is written are not errors)."""
+    from tests.speech_checks import corpus_word_error_rate
 
-        return float(jiwer.wer(refs, hyps))
-    except ImportError:  # a word-level edit distance, when jiwer is not installed
-        errors = words = 0
-        for ref, hyp in zip(refs, hyps, strict=True):
-            r, h = ref.split(), hyp.split()
-            row = list(range(len(h) + 1))
-            for i, rw in enumerate(r, 1):
-                prev, row[0] = row[0], i
-                for j, hw in enumerate(h, 1):
-                    prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (rw != hw))
-            errors += row[-1]
-            words += len(r)
-        return errors / max(words, 1)
+    return corpus_word_error_rate(references, hypotheses)
 
 
 def run_config(recognizer, items, *, known: bool) -> dict:  # noqa: ANN001

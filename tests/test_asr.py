@@ -2,6 +2,12 @@
 faster-whisper, fed speech synthesised by espeak-ng (en/de/es) and Piper (en_US joe), plus the
 offline model resolution that reassembles Whisper base from its two wheels.
 
+Recognised text is checked for what a caller would notice, with a margin that holds on a CPU the
+tests were not written on (int8 kernels round differently: one machine heard espeak-ng's Spanish
+"pedido" as "peligro" every time): a word error rate under ``MAX_WER``, order numbers digit for
+digit, the detected language, and each concurrent session's text nearest to its own sentence
+(see tests/speech_checks.py). Exact words are not asserted.
+
 The openai-whisper backend is tested with a tiny *random* checkpoint built here: no openai-whisper
 weights install from PyPI, and the bundled CTranslate2 models cannot load in it. Its text is
 nonsense; the test checks the loading path, the CPU run and the result type.
@@ -12,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
+import time
 from math import gcd
 from pathlib import Path
 
@@ -28,6 +34,10 @@ pytest.importorskip("faster_whisper")
 sf = pytest.importorskip("soundfile")
 signal = pytest.importorskip("scipy.signal")
 
+from tests import speech_checks  # noqa: E402
+from tests.speech_checks import closest, digits, word_error_rate  # noqa: E402
+from voicebot.pipelines.asr.base import SAMPLE_RATE, Transcription  # noqa: E402
+from voicebot.pipelines.asr.faster_whisper_backend import FasterWhisperRecognizer, whisper_code  # noqa: E402
 from voicebot.voice.models import (  # noqa: E402
     BASE_FOLDER,
     ModelNotAvailable,
@@ -35,12 +45,27 @@ from voicebot.voice.models import (  # noqa: E402
     format_models_table,
     resolve_whisper,
 )
-from voicebot.pipelines.asr.base import SAMPLE_RATE, Transcription  # noqa: E402
-from voicebot.pipelines.asr.faster_whisper_backend import FasterWhisperRecognizer, whisper_code  # noqa: E402
 
 ESPEAK = shutil.which("espeak-ng")
 needs_espeak = pytest.mark.skipif(ESPEAK is None, reason="Debian espeak-ng is not installed")
 ALLOWED = ["en", "de", "es", "fr", "zh"]
+
+# What the espeak-ng speech says: sentences Whisper base follows in espeak-ng's robotic voice.
+# Measured on one machine over 48 variants each of de and es (CT2_FORCE_CPU_ISA=AVX512 and AVX2,
+# int8, 12 perturbations of the audio: -54 and -46 dBFS noise, 50-200 ms shifts, 0.7 gain; language
+# detected and forced), the worst word error rates were de 0.00 and es 0.07 ("pedido" heard as
+# "peligro"); en was 0.00 over 16 (ISA AVX512/AVX2/AVX/GENERIC, float32, int8_float32, one thread,
+# noise, shift, gain). The previous Spanish sentence ("Hola, ¿dónde está mi pedido? Estoy
+# esperando desde hace una semana.") scored 0.45-0.64: too close to any bound that still catches
+# unrelated text. Another session's sentence, or an empty text, scores about 1.0.
+SAID = {
+    "en": "Hello, where is my order? My order number is 12345.",
+    "de": "Guten Tag, ich habe mein Passwort vergessen. Wo ist meine Bestellung?",
+    "es": "Mi teléfono no se puede conectar a internet. Quiero saber dónde está mi pedido.",
+}
+SPOKEN = {**SAID, "en": "Hello, where is my order? My order number is one two three four five."}  # the number read out
+# A listener still recognises the sentence at this word error rate; unrelated text is near 1.0.
+MAX_WER = 0.35
 
 
 # ---------------------------------------------------------------- speech
@@ -72,13 +97,9 @@ def piper(text: str) -> np.ndarray:
     return to_16k(np.concatenate([chunk.audio_float_array for chunk in chunks]), chunks[0].sample_rate)
 
 
-def words(text: str) -> str:
-    text = text.lower().replace("where's", "where is").replace("wo's", "wo ist")
-    return " ".join(re.findall(r"[^\W_]+", text))
-
-
-def digits(text: str) -> str:
-    return re.sub(r"\D", "", text)
+def assert_heard(result: Transcription, said: str, max_wer: float = MAX_WER) -> None:
+    rate = word_error_rate(said, result.text)
+    assert rate <= max_wer, f"word error rate {rate:.2f} > {max_wer}: heard {result.text!r} for {said!r}"
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +111,7 @@ def audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def speech(audio_dir: Path) -> dict[str, np.ndarray]:
     if ESPEAK is None:
         pytest.skip("Debian espeak-ng is not installed")
-    return {
-        "en": espeak("Hello, where is my order? My order number is one two three four five.", "en", audio_dir),
-        "de": espeak("Guten Tag, wo ist meine Bestellung? Ich warte seit einer Woche.", "de", audio_dir),
-        "es": espeak("Hola, ¿dónde está mi pedido? Estoy esperando desde hace una semana.", "es", audio_dir),
-    }
+    return {language: espeak(text, language, audio_dir) for language, text in SPOKEN.items()}
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +121,21 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def base(model_cache: Path) -> FasterWhisperRecognizer:
-    recognizer = FasterWhisperRecognizer("base", cache_dir=str(model_cache), max_batch=8, max_wait_s=0.05)
+    # No batch window: no test on this fixture needs requests to meet in a batch (the concurrent
+    # test has its own recogniser), so nothing here waits on a timer.
+    recognizer = FasterWhisperRecognizer("base", cache_dir=str(model_cache), max_batch=8, max_wait_s=0.0)
     yield recognizer
     recognizer.close()
+
+
+@pytest.fixture(scope="module")
+def one_recognition_s(base: FasterWhisperRecognizer, speech: dict[str, np.ndarray]) -> float:
+    """Seconds one recognition with language detection takes on this machine, as loaded now (a
+    busy or slower machine measures longer): timer waits in these tests are multiples of it."""
+    base.transcribe_many([(speech["en"], None, ALLOWED)])  # warm-up
+    started = time.perf_counter()
+    base.transcribe_many([(speech["en"], None, ALLOWED)])
+    return time.perf_counter() - started
 
 
 # ---------------------------------------------------------------- faster-whisper, Whisper base
@@ -115,7 +144,7 @@ def base(model_cache: Path) -> FasterWhisperRecognizer:
 async def test_english_espeak_words_and_order_number(base: FasterWhisperRecognizer, speech: dict[str, np.ndarray]) -> None:
     result = await base.transcribe(speech["en"], allowed_languages=ALLOWED)
     assert isinstance(result, Transcription)
-    assert "where is my order" in words(result.text), result.text
+    assert_heard(result, SAID["en"])
     assert "12345" in digits(result.text), result.text
     assert result.language == "en" and result.language_probability > 0.8
     assert set(result.language_probs) == set(ALLOWED)
@@ -125,29 +154,28 @@ async def test_english_espeak_words_and_order_number(base: FasterWhisperRecogniz
 
 
 async def test_english_piper_voice(base: FasterWhisperRecognizer) -> None:
-    result = await base.transcribe(piper("Hi, where is my order? The order number is 12345."), allowed_languages=ALLOWED)
-    assert "where is my order" in words(result.text), result.text
+    said = "Hi, where is my order? The order number is 12345."
+    result = await base.transcribe(piper(said), allowed_languages=ALLOWED)
+    assert_heard(result, said)
     assert "12345" in digits(result.text), result.text
     assert result.language == "en"
 
 
 @needs_espeak
-@pytest.mark.parametrize(("language", "expected"), [("de", ["wo ist meine bestellung", "woche"]), ("es", ["está mi pedido", "esperando"])])
-async def test_detects_german_and_spanish(base: FasterWhisperRecognizer, speech: dict[str, np.ndarray], language: str,
-                                         expected: list[str]) -> None:
+@pytest.mark.parametrize("language", ["de", "es"])
+async def test_detects_german_and_spanish(base: FasterWhisperRecognizer, speech: dict[str, np.ndarray], language: str) -> None:
     result = await base.transcribe(speech[language], allowed_languages=ALLOWED)
     assert result.language == language, result
     assert result.language_probability > 0.5
     assert max(result.language_probs, key=result.language_probs.__getitem__) == language
-    for phrase in expected:
-        assert phrase in words(result.text), result.text
+    assert_heard(result, SAID[language])
 
 
 async def test_known_language_skips_detection(base: FasterWhisperRecognizer, speech: dict[str, np.ndarray]) -> None:
     result = await base.transcribe(speech["de"], language="de")
     assert result.language == "de"
     assert result.language_probability == 1.0 and result.language_probs == {"de": 1.0}
-    assert "bestellung" in words(result.text), result.text
+    assert_heard(result, SAID["de"])
 
 
 async def test_detection_restricted_to_allowed_languages(base: FasterWhisperRecognizer, speech: dict[str, np.ndarray]) -> None:
@@ -172,21 +200,25 @@ async def test_chinese_codes_come_back_as_the_callers(base: FasterWhisperRecogni
     assert detected.language_probs.get("zh", 0.0) == 0.0
 
 
-async def test_concurrent_sessions_are_batched_and_each_gets_its_own_text(model_cache: Path, speech: dict[str, np.ndarray]) -> None:
-    recognizer = FasterWhisperRecognizer("base", cache_dir=str(model_cache), max_batch=8, max_wait_s=0.2)
+async def test_concurrent_sessions_are_batched_and_each_gets_its_own_text(model_cache: Path, speech: dict[str, np.ndarray],
+                                                                         one_recognition_s: float) -> None:
+    # The batch closes as soon as the four requests are in (max_batch=4); the window only bounds
+    # how long a late one is waited for, so it is generous: ten recognitions' worth, as measured.
+    recognizer = FasterWhisperRecognizer("base", cache_dir=str(model_cache), max_batch=4, max_wait_s=10 * one_recognition_s)
     try:
-        jobs = [
-            recognizer.transcribe(speech["en"], allowed_languages=ALLOWED),
-            recognizer.transcribe(speech["de"], language="de"),
-            recognizer.transcribe(speech["es"], allowed_languages=ALLOWED),
-            recognizer.transcribe(speech["en"], language="en"),
-        ]
-        english, german, spanish, english_known = await asyncio.gather(*jobs)
-        assert recognizer.batch_stats is not None and recognizer.batch_stats.max_batch_seen >= 2
-        assert "where is my order" in words(english.text) and english.language == "en"
-        assert "bestellung" in words(german.text) and german.language == "de"
-        assert "pedido" in words(spanish.text) and spanish.language == "es"
-        assert english_known.text == english.text and english_known.language_probs == {"en": 1.0}
+        sessions = [("en", None), ("de", "de"), ("es", None), ("en", "en")]  # (what is said, language forced)
+        results = await asyncio.gather(*(recognizer.transcribe(speech[said], language=forced, allowed_languages=None if forced else ALLOWED)
+                                         for said, forced in sessions))
+        stats = recognizer.batch_stats
+        assert stats is not None and (stats.batches, stats.max_batch_seen) == (1, 4), stats  # one forward pass for all four
+        sentences = list(SAID)
+        for (said, forced), result in zip(sessions, results, strict=True):
+            assert result.language == said, (said, result)
+            assert closest(result.text, [SAID[s] for s in sentences]) == sentences.index(said), (said, result.text)
+            assert_heard(result, SAID[said])
+            if forced:
+                assert result.language_probs == {forced: 1.0}
+        assert "12345" in digits(results[0].text) and "12345" in digits(results[3].text), results
     finally:
         await recognizer.aclose()
 
@@ -203,7 +235,8 @@ async def test_bad_audio_fails_only_its_own_caller(base: FasterWhisperRecognizer
     assert empty.text == "" and empty.duration_s == 0.0
     good, bad = await asyncio.gather(base.transcribe(speech["en"], language="en"), base.transcribe(nan), return_exceptions=True)
     assert isinstance(bad, ValueError)
-    assert isinstance(good, Transcription) and "order" in words(good.text)
+    assert isinstance(good, Transcription)
+    assert_heard(good, SAID["en"])
 
 
 @needs_espeak
@@ -220,13 +253,13 @@ async def test_audio_longer_than_one_window(base: FasterWhisperRecognizer, audio
         "I have been a customer for many years.",
     ]
     parts = [np.concatenate([espeak(text, "en", audio_dir), gap]) for text in filler]
-    head = np.concatenate(parts)
+    head, said = np.concatenate(parts), list(filler)
     while head.size < 31 * SAMPLE_RATE:
-        head = np.concatenate([head, *parts[:2]])
+        head, said = np.concatenate([head, *parts[:2]]), said + filler[:2]
     tail = espeak("My order number is five four three two one.", "en", audio_dir)
     result = await base.transcribe(np.concatenate([head, tail]), language="en")
     assert "54321" in digits(result.text), result.text  # said after the first 30 s window
-    assert "warehouse" in words(result.text), result.text
+    assert_heard(result, " ".join([*said, "My order number is 54321."]))  # both windows, not one of them (measured: 0.04-0.10)
 
 
 async def test_tiny_en_loads_from_its_wheel() -> None:
@@ -236,11 +269,33 @@ async def test_tiny_en_loads_from_its_wheel() -> None:
         assert recognizer.model_path == resolve_whisper("tiny.en")
         result = await recognizer.transcribe(piper("Where is my order?"))
         assert result.language == "en" and result.model == "faster-whisper:tiny.en"
-        assert "order" in words(result.text), result.text
+        assert_heard(result, "Where is my order?")
         with pytest.raises(ValueError, match="English-only"):
             await recognizer.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32), language="de")
     finally:
         recognizer.close()
+
+
+# ---------------------------------------------------------------- the checks themselves
+
+
+def test_word_error_rate_is_what_a_listener_would_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    cases = [
+        ("Hola, ¿dónde está mi pedido?", "¡Donde esta mi peligro!", 2 / 5),  # accents and punctuation are not errors
+        ("My order number is 12345.", "My order number is 1-2-3-4-5.", 0.0),  # nor how a number read aloud is written
+        ("Where is my order?", "Where's my order", 0.0),
+        ("Where is my order?", "", 1.0),
+        ("Where is my order?", "Where is my order please please", 0.5),
+        ("wo ist meine bestellung", "guten tag wo meine bestellung", 3 / 4),
+    ]
+    for reference, hypothesis, expected in cases:
+        assert word_error_rate(reference, hypothesis) == pytest.approx(expected), (reference, hypothesis)
+    if speech_checks.jiwer is not None:  # the fallback counts exactly as jiwer does
+        with_jiwer = [word_error_rate(r, h) for r, h, _ in cases]
+        monkeypatch.setattr(speech_checks, "jiwer", None)
+        assert [word_error_rate(r, h) for r, h, _ in cases] == pytest.approx(with_jiwer)
+    assert closest("quiero saber donde esta mi peligro", list(SAID.values())) == 2
+    assert digits("Mi número es 1, 2, 3.") == "123"
 
 
 # ---------------------------------------------------------------- model resolution
