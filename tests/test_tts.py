@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.speech_checks import word_error_rate
 from voicebot.pipelines.tts.espeak_backend import EspeakNotFound, EspeakSynthesizer
 from voicebot.pipelines.tts.piper_backend import PiperSynthesizer
 from voicebot.pipelines.tts.router import VoiceRouter
@@ -31,8 +32,9 @@ async def collect(chunks: AsyncIterator[np.ndarray]) -> list[np.ndarray]:
     return [chunk async for chunk in chunks]
 
 
-def words(text: str) -> set[str]:
-    return set(re.findall(r"\w+", text.lower()))
+# Whisper's exact words of synthetic speech differ between CPUs (DESIGN.md, known pitfalls): a
+# listener's check is how much of what was said came through, as a word error rate under a bound.
+MAX_WER = 0.35
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +80,8 @@ async def test_piper_joe_speaks_english(piper: PiperSynthesizer, whisper: Any) -
     audio = np.concatenate(chunks)
     assert piper.sample_rate("en") == 22050
     assert_sane_speech(audio, piper.sample_rate("en"), text)
-    heard = words(transcribe(whisper, audio, piper.sample_rate("en"), "en"))
-    assert {"order", "shipped", "arrive", "monday"} <= heard, heard
+    heard = transcribe(whisper, audio, piper.sample_rate("en"), "en")
+    assert word_error_rate(text, heard) <= MAX_WER, heard
 
 
 async def test_piper_streams_sentence_by_sentence(piper: PiperSynthesizer, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,19 +124,19 @@ def espeak() -> EspeakSynthesizer:
 
 
 @pytest.mark.parametrize(
-    ("language", "text", "expected"),
+    ("language", "text"),
     [
         # Sentences Whisper base follows in espeak-ng's voice (many others it mishears, e.g. "Bestellung").
-        ("de", "Guten Tag, wie kann ich Ihnen helfen?", {"guten", "tag", "helfen"}),
-        ("es", "Quiero cancelar mi pedido.", {"quiero", "cancelar"}),
+        ("de", "Guten Tag, wie kann ich Ihnen helfen?"),
+        ("es", "Quiero cancelar mi pedido."),
     ],
 )
-async def test_espeak_speaks_german_and_spanish(espeak: EspeakSynthesizer, whisper: Any, language: str, text: str, expected: set[str]) -> None:
+async def test_espeak_speaks_german_and_spanish(espeak: EspeakSynthesizer, whisper: Any, language: str, text: str) -> None:
     audio = np.concatenate(await collect(espeak.synthesize(text, language)))
     rate = espeak.sample_rate(language)
     assert_sane_speech(audio, rate, text)
-    heard = words(transcribe(whisper, audio, rate, language))
-    assert expected <= heard, heard
+    heard = transcribe(whisper, audio, rate, language)
+    assert word_error_rate(text, heard) <= MAX_WER, heard
 
 
 @pytest.mark.parametrize(
