@@ -78,6 +78,7 @@ class VoiceCall:
         self._sink_speaking = False
         self.speaking = False  # the bot is answering: its audio plays, or more of the answer is coming
         self._turn_marks: dict[str, dict[str, float]] = {}
+        self._answer: tuple[str, list[str]] = ("", [])  # the turn being spoken, and its sentences sent to the sink
         self._tasks = [asyncio.create_task(self._bot_events()), asyncio.create_task(self._speak())]
         self._pending_turns: set[asyncio.Task[None]] = set()
         sink.on_speaking_changed.append(self._sink_speaking_changed)
@@ -225,6 +226,10 @@ class VoiceCall:
                 self._emit(FirstAudio, turn_id,
                            after_end_of_turn_ms=round((marks["first_audio"] - marks["end_of_turn"]) * 1000, 1),
                            tts_first_chunk_ms=round((marks["first_audio"] - marks.get("message", marks["first_audio"])) * 1000, 1))
+            if self._answer[0] != turn_id:
+                self._answer = (turn_id, [])
+            if sentence not in self._answer[1]:
+                self._answer[1].append(sentence)
             self.sink.enqueue(to_int16(self.outbound.push(chunk, rate)), sentence)
         if epoch == self._epoch:
             self.sink.enqueue(to_int16(self.outbound.finish()), sentence)  # the resampler's tail of the sentence
@@ -253,7 +258,9 @@ class VoiceCall:
         self._update_speaking()
         turn_id = self.current_turn
         cancelled = self.handle.cancel_turn(turn_id) if turn_id else False
-        delivered = " ".join(heard + ([cut] if cut else []))
+        # The sink reports all it played since its last flush, earlier answers too: keep this turn's.
+        answer = self._answer[1] if self._answer[0] == turn_id else []
+        delivered = " ".join([sentence for sentence in heard if sentence in answer] + ([cut] if cut else []))
         if turn_id:
             self.handle.runtime.record_interruption(self.handle.id, turn_id, delivered)
         self._emit(Interrupted, turn_id, delivered=delivered, pipeline_cancelled=cancelled)
