@@ -1,9 +1,11 @@
 """WebRTC voice channel (aiortc): signalling endpoint, call page, one VoiceCall per peer.
 
 POST /webrtc/offer takes the browser's SDP offer and returns the answer. The caller's microphone
-track feeds the call's pipeline; the bot's voice goes back on an outbound track; a data channel
-named "events" carries live transcripts, traces and hang-up. ICE/DTLS failure, a peer that
-vanishes, or either side hanging up ends the call and frees everything.
+track is decoded into PCM for the call (``track.CallerAudio``); the bot's voice goes back on a
+paced outbound track (``track.BotAudioTrack``, the call's audio sink); a data channel named
+"events" carries the call's typed events as JSON (``wire.render``), and the caller's hang-up.
+ICE/DTLS failure, a peer that vanishes, or either side hanging up ends the call and frees
+everything.
 """
 
 from __future__ import annotations
