@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from voicebot.config import LanguageSettings, NluSettings
+from voicebot.core.session import DialogueState
 from voicebot.dialogue.engine import DialogueEngine
 from voicebot.dialogue.locales import Locales
 from voicebot.dialogue.tracker import Understood
 from voicebot.resources import demo_domain_dir
-from voicebot.core.session import DialogueState
 
 
 class _OrderService(BaseHTTPRequestHandler):

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from voicebot.config import GenerationSettings, LanguageSettings, NluSettings
+from voicebot.core.session import DialogueState
 from voicebot.dialogue.contacts import same_email, same_phone
 from voicebot.dialogue.engine import DialogueEngine
 from voicebot.dialogue.policy import Decision
 from voicebot.dialogue.slot_proposals import parse_proposals
 from voicebot.resources import demo_domain_dir
-from voicebot.core.session import DialogueState
 
 # examples/demo/seed.sql: what each order would reveal, and who owns it.
 ORDERS: dict[str, dict[str, Any]] = {

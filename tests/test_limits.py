@@ -26,8 +26,8 @@ from websockets.http11 import Response
 from websockets.uri import parse_uri
 
 from tests.conftest import ChatClient, ServerProcess, authorized, fresh_data_dir
-from voicebot.config import load_settings
 from voicebot.access.limits import LimitExceeded, MessageRateLimiter, SessionLimiter
+from voicebot.config import load_settings
 from voicebot.core.runtime import BotRuntime, ResumeError
 
 # --------------------------------------------------------------------------- the limiters alone

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from voicebot.config import LanguageSettings, NluSettings
+from voicebot.core.session import DialogueState
 from voicebot.dialogue.domain import load_domain
 from voicebot.dialogue.engine import DialogueEngine
 from voicebot.dialogue.nlu import domain_examples, evaluate
 from voicebot.pipelines.nlu.entities import EntityExtractor
 from voicebot.resources import demo_domain_dir
-from voicebot.core.session import DialogueState
 
 
 @pytest.fixture(scope="module")

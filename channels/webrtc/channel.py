@@ -24,13 +24,14 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from voicebot.access.limits import LimitExceeded
-from voicebot.access.tokens import AccessDenied, OriginRefused
-from voicebot.channels.base import Channel
+from voicebot.access.limits import CallSlot
+from voicebot.access.tokens import SessionClaims
+from voicebot.channels.base import Channel, Goodbye
 from voicebot.channels.webrtc.track import BotAudioTrack, CallerAudio
 from voicebot.channels.webrtc.wire import render
+from voicebot.core.errors import Refusal
 from voicebot.core.events import Event
-from voicebot.core.runtime import ResumeError, ShuttingDown
+from voicebot.core.runtime import SessionHandle
 from voicebot.resources import web_dir
 from voicebot.voice.call import VoiceCall
 
@@ -109,6 +110,7 @@ class WebRTCChannel(Channel):
         self._senders: dict[str, Callable[[dict[str, Any]], None]] = {}  # each call's data channel
         self._tasks: set[asyncio.Task[Any]] = set()
         self._deadlines: set[asyncio.Task[None]] = set()
+        self._slots: dict[str, CallSlot] = {}  # each call's place in voice.max_calls
 
     def routes(self) -> list[BaseRoute]:
         return [Route("/webrtc/offer", self.offer, methods=["POST"]), Route("/call", self.page, methods=["GET"])]
@@ -129,13 +131,23 @@ class WebRTCChannel(Channel):
         except ValidationError as exc:
             return JSONResponse({"error": "invalid_offer", "message": str(exc.errors()[0]["msg"])}, status_code=400)
         try:
-            claims = self.runtime.access.admit(body.access_token or _bearer(request), request.headers.get("origin"))
-        except AccessDenied as exc:
-            return JSONResponse({"error": "unauthorized", "message": str(exc)}, status_code=403 if isinstance(exc, OriginRefused) else 401)
+            claims = self.admit(body.access_token or _bearer(request), request.headers.get("origin"))
+        except Refusal as refusal:
+            return self.refusal_response(refusal)
         if self.runtime.voice is None:
             return JSONResponse({"error": "voice_unavailable", "message": "voice is not enabled on this server"}, status_code=503)
-        if len(self.calls) >= self.runtime.settings.voice.max_calls:
-            return JSONResponse({"error": "busy", "message": "too many calls at once; try again shortly"}, status_code=503)
+        try:
+            slot = self.start_call()  # the process's voice.max_calls, shared with every voice channel
+        except Refusal as refusal:
+            return self.refusal_response(refusal)
+        try:
+            return await self._answer(request, body, claims, slot)
+        except BaseException:
+            slot.release()
+            raise
+
+    async def _answer(self, request: Request, body: Offer, claims: SessionClaims, slot: CallSlot) -> JSONResponse:
+        """Answer the offer for one admitted call holding ``slot`` (released when the call ends)."""
         pc = RTCPeerConnection(self._configuration())
         inbound: list[Any] = []
         # aiortc fires "track" inside setRemoteDescription: listen before it.
@@ -145,23 +157,19 @@ class WebRTCChannel(Channel):
             _retrieve_connect_errors(pc)  # the task it just started can fail on an odd offer
         except Exception as exc:  # noqa: BLE001 - aiortc raises many types on bad SDP
             await close_peer(pc)
+            slot.release()
             return JSONResponse({"error": "invalid_sdp", "message": f"cannot use this SDP offer: {exc}"}, status_code=400)
         if not any(t.kind == "audio" for t in pc.getTransceivers()):
             await close_peer(pc)
+            slot.release()
             return JSONResponse({"error": "invalid_sdp", "message": "the offer has no audio"}, status_code=400)
         try:
-            handle = await self.runtime.open_session(self.name, resume_token=body.token, language=body.language or claims.language,
-                                                     tenant=claims.tenant, client=request.client.host if request.client else None,
-                                                     customer=claims.customer or None)
-        except ResumeError as exc:
+            handle = await self.open_session(claims, resume_token=body.token, language=body.language,
+                                             client=request.client.host if request.client else None)
+        except Refusal as refusal:  # limits shared with chat, an unknown resume token, a server stopping
             await close_peer(pc)
-            return JSONResponse({"error": "resume_failed", "message": str(exc)}, status_code=400)
-        except ShuttingDown as exc:
-            await close_peer(pc)
-            return JSONResponse({"error": "server_restarting", "message": str(exc)}, status_code=503, headers={"Retry-After": "5"})
-        except LimitExceeded as exc:  # sessions per address (429) or of the whole server (503), shared with chat
-            await close_peer(pc)
-            return JSONResponse({"error": exc.code, "message": exc.message}, status_code=429 if exc.code == "too_many_sessions" else 503)
+            slot.release()
+            return self.refusal_response(refusal)
         bot_track = BotAudioTrack()
         channel_box: dict[str, Any] = {}
         pending: list[str] = []
@@ -181,6 +189,7 @@ class WebRTCChannel(Channel):
 
         call = VoiceCall(self.runtime.voice, handle, bot_track, on_event)
         self.calls[handle.id] = (pc, call)
+        self._slots[handle.id] = slot
         self._senders[handle.id] = send
 
         @pc.on("datachannel")
@@ -244,6 +253,9 @@ class WebRTCChannel(Channel):
     async def end(self, call_id: str, reason: str) -> None:
         entry = self.calls.pop(call_id, None)
         self._senders.pop(call_id, None)
+        slot = self._slots.pop(call_id, None)
+        if slot is not None:
+            slot.release()
         if entry is None:
             return
         pc, call = entry
@@ -259,16 +271,14 @@ class WebRTCChannel(Channel):
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def drain(self, deadline: float) -> None:
-        """Tell each caller the service restarts (their conversation is saved), then end the call."""
-        for call_id, (_, call) in list(self.calls.items()):
-            send = self._senders.get(call_id)
-            if call is not None and send is not None:
-                text, language = call.handle.engine.locales.message("server_restarting", call.handle.session.state.language)
-                send({"type": "ended", "reason": "server_restart", "message": text, "language": language, "resume": True})
-        await asyncio.sleep(0.2)  # let the data channels carry it before the peers close
-        for call_id in list(self.calls):
-            await self.end(call_id, "server restarting")
+    async def say_goodbye(self, handle: SessionHandle, goodbye: Goodbye, deadline: float) -> None:
+        """Tell the caller the service restarts (their conversation is saved), then end the call."""
+        send = self._senders.get(handle.id)
+        if send is not None:
+            send({"type": "ended", "reason": "server_restart", "message": goodbye.text, "language": goodbye.language,
+                  "resume": goodbye.resume})
+            await asyncio.sleep(0.2)  # let the data channel carry it before the peer closes
+        await self.end(handle.id, "server restarting")
 
     async def close(self) -> None:
         for task in list(self._deadlines):

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from voicebot.config import GenerationSettings, PrivacySettings
-from voicebot.dialogue.grounding import build_prompt, check_grounding
 from voicebot.core.events import BotReply, BotTextChunk, Event
 from voicebot.core.pipeline import Stage, TurnContext
+from voicebot.dialogue.grounding import build_prompt, check_grounding
 from voicebot.pipelines.generation.masked_prompt import mask_fields
 from voicebot.pipelines.generation.seq2seq import GenerationError
 from voicebot.pipelines.lid.text import TextLanguageDetector

@@ -6,6 +6,7 @@ Spans never overlap: more specific types are matched first (an email's digits ar
 from __future__ import annotations
 
 import re
+
 from voicebot.core.entities import Entity
 from voicebot.dialogue.domain import DomainSpec
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from voicebot.dialogue.engine import DialogueEngine
 from voicebot.core.events import Event, LanguageIdentified, Understanding
 from voicebot.core.pipeline import Stage, TurnContext
+from voicebot.dialogue.engine import DialogueEngine
 
 
 class NluStage(Stage):

@@ -25,7 +25,7 @@ class LimitExceeded(Refusal):
     limits: 503), ``retry_after`` says when trying again may work."""
 
     def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message, code=code, http_status=429 if code == "rate_limited" else 503, retry_after=retry_after)
+        super().__init__(message, code=code, http_status=429 if code in ("rate_limited", "too_many_sessions") else 503, retry_after=retry_after)
 
 
 class SessionSlot:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: the events stay importable without the models behind them
-    from voicebot.dialogue.grounding import PromptFields
     from voicebot.core.entities import Entity
+    from voicebot.dialogue.grounding import PromptFields
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,11 +121,6 @@ class BotMessage(Event):
 class BotAudioChunk(Event):
     pcm: bytes
     sample_rate: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Interruption(Event):
-    delivered_text: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

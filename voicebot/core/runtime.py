@@ -14,17 +14,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voicebot.access.control import AccessControl
+from voicebot.access.limits import CallLimiter, MessageRateLimiter, SessionLimiter, SessionSlot
 from voicebot.config import ConfigError, Settings
 from voicebot.core.errors import ResumeError, ShuttingDown, UnknownTenant
+from voicebot.core.events import BotMessage, BotReply, ErrorEvent, Event, UserText
+from voicebot.core.pipeline import SessionPipeline, Stage, TurnContext
+from voicebot.core.session import HistoryEntry, Session
 from voicebot.dialogue.domain import DomainError
 from voicebot.dialogue.engine import DialogueEngine
-from voicebot.core.events import BotMessage, BotReply, ErrorEvent, Event, UserText
-from voicebot.access.limits import CallLimiter, MessageRateLimiter, SessionLimiter, SessionSlot
-from voicebot.core.pipeline import SessionPipeline, Stage, TurnContext
 from voicebot.privacy.logs import LogRedaction
 from voicebot.privacy.retention import RetentionJob
 from voicebot.privacy.sealing import Sealer
-from voicebot.core.session import HistoryEntry, Session
 
 if TYPE_CHECKING:
     from voicebot.core.registry import Registry

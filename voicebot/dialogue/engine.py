@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from voicebot.config import LanguageSettings, NluSettings
 from voicebot.core.batching import Batcher, BatchItem
 from voicebot.core.languages import normalise_language_tag
-from voicebot.config import LanguageSettings, NluSettings
+from voicebot.core.session import DialogueState, HistoryEntry
 from voicebot.dialogue.actions import ActionRunner, open_domain_database
 from voicebot.dialogue.domain import Domain, load_domain
 from voicebot.dialogue.grounding import PromptFields
@@ -27,7 +28,6 @@ from voicebot.dialogue.sentiment import LexiconSentiment
 from voicebot.dialogue.tracker import Understood, update_state
 from voicebot.pipelines.lid.text import TextLanguageDetector, letter_count
 from voicebot.pipelines.nlu.entities import EntityExtractor
-from voicebot.core.session import DialogueState, HistoryEntry
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from voicebot.core.session import DialogueState
 from voicebot.dialogue.actions import ActionRunner
 from voicebot.dialogue.domain import DomainSpec
-from voicebot.core.session import DialogueState
 
 VERIFIED = "verified"
 

@@ -18,12 +18,11 @@ from sklearn.model_selection import train_test_split
 
 from voicebot.config import NluSettings
 from voicebot.dialogue.domain import Domain
+from voicebot.pipelines.nlu.base import IntentClassifier
 from voicebot.pipelines.nlu.charngram import (
     FORMAT_VERSION,
-    CharNgramIntentClassifier,
     TfidfBaseline,
 )
-from voicebot.pipelines.nlu.base import IntentClassifier
 from voicebot.pipelines.nlu.entities import Entity, EntityExtractor
 
 log = logging.getLogger(__name__)

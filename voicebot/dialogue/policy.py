@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from voicebot.core.session import DialogueState
 from voicebot.dialogue.actions import ActionError, ActionRunner
 from voicebot.dialogue.domain import Domain
 from voicebot.dialogue.identification import GateResult, IdentificationGate
@@ -20,7 +21,6 @@ from voicebot.dialogue.knowledge import KnowledgeBase
 from voicebot.dialogue.locales import Locales
 from voicebot.dialogue.responses import ResponseTemplates
 from voicebot.dialogue.tracker import TrackerUpdate, Understood
-from voicebot.core.session import DialogueState
 
 if TYPE_CHECKING:
     from voicebot.dialogue.grounding import PromptFields

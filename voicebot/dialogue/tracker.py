@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from voicebot.core.session import DialogueState, SlotValue
 from voicebot.dialogue.domain import DomainSpec
 from voicebot.pipelines.nlu.entities import Entity
-from voicebot.core.session import DialogueState, SlotValue
 
 # Intents strong enough to change the topic even while the bot waits for an answer.
 SWITCH_CONFIDENCE = 0.55
