@@ -179,7 +179,7 @@ class VoiceCall:
                     self._turn_marks[event.turn_id].setdefault("message", time.monotonic())  # first text ready
                 sentences = [event.text] if event.sentence else self.assembler.feed(event.text)
                 for sentence in sentences:
-                    self._speech.put_nowait((self._epoch, event.turn_id, sentence, self.handle.session.state.language))
+                    self._speech.put_nowait((self._epoch, event.turn_id, sentence, event.language))
             elif isinstance(event, BotMessage):
                 if event.turn_id in self._turn_marks:
                     self._turn_marks[event.turn_id].setdefault("message", time.monotonic())
