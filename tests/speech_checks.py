@@ -7,8 +7,7 @@ speech therefore compare it with what was said as a word error rate under a boun
 numbers a customer reads out digit for digit, and tell sessions apart by which sentence a text is
 closest to, rather than matching exact words.
 
-Word error rate is jiwer's (the usual library for it) when it is installed; otherwise the same
-word-level edit distance is computed here, so a checkout without jiwer runs the same checks.
+Word error rate is jiwer's (the usual library for it; part of the ``test`` extra).
 """
 
 from __future__ import annotations
@@ -17,12 +16,9 @@ import re
 import unicodedata
 from collections.abc import Sequence
 
-from voicebot.pipelines.asr.normalise import normalise_spoken_digits
+import jiwer
 
-try:
-    import jiwer
-except ImportError:  # pragma: no cover - exercised only where jiwer is not installed
-    jiwer = None
+from voicebot.pipelines.asr.normalise import normalise_spoken_digits
 
 _CONTRACTIONS = {"where's": "where is", "what's": "what is", "it's": "it is", "i'm": "i am", "wo's": "wo ist"}
 
@@ -57,19 +53,8 @@ def corpus_word_error_rate(references: Sequence[str], hypotheses: Sequence[str])
 
 def _errors(ref: list[str], hyp: list[str]) -> int:
     """Substitutions + deletions + insertions turning ``hyp`` into ``ref``."""
-    if jiwer is not None:
-        out = jiwer.process_words(" ".join(ref), " ".join(hyp))
-        return int(out.substitutions + out.deletions + out.insertions)
-    return _edit_distance(ref, hyp)
-
-
-def _edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
-    row = list(range(len(hyp) + 1))
-    for i, word in enumerate(ref, 1):
-        previous, row[0] = row[0], i
-        for j, heard in enumerate(hyp, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (word != heard))
-    return row[-1]
+    out = jiwer.process_words(" ".join(ref), " ".join(hyp))
+    return int(out.substitutions + out.deletions + out.insertions)
 
 
 def closest(hypothesis: str, references: Sequence[str]) -> int:
