@@ -37,6 +37,7 @@ KINDS = (
     PluginKind("nlu", {
         "charngram": "voicebot.pipelines.nlu.charngram:CharNgramIntentClassifier",
         "embedding": "voicebot.pipelines.nlu.embedding:EmbeddingIntentClassifier",
+        "encoder": "voicebot.pipelines.nlu.encoder:EncoderIntentClassifier",
     }, required=("fit", "rank", "rank_many", "save", "load")),
     PluginKind("generator", {
         "seq2seq": "voicebot.pipelines.generation.seq2seq:Seq2SeqGenerator",

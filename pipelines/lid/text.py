@@ -37,6 +37,10 @@ class TextLanguageDetector:
         self._domain_model: Pipeline | None = None
 
     def fit_domain(self, texts: Sequence[str], languages: Sequence[str]) -> None:
+        if len(set(languages)) < 2:
+            # A one-language domain has no languages to tell apart: langdetect alone scores.
+            self._domain_model = None
+            return
         model = Pipeline(
             [
                 ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True)),
