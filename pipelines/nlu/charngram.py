@@ -34,7 +34,7 @@ def _features() -> FeatureUnion:
     )
 
 
-def _fit_temperature(scores: np.ndarray, truth: np.ndarray) -> float:
+def fit_temperature(scores: np.ndarray, truth: np.ndarray) -> float:
     """The temperature that minimises the negative log-likelihood of held-out scores."""
 
     def nll(log_t: float) -> float:
@@ -59,7 +59,7 @@ class CharNgramIntentClassifier:
         self._pipeline.fit(texts, labels)
         self.labels = [str(label) for label in self._pipeline.classes_]
         truth = np.array([self.labels.index(str(label)) for label in labels])
-        self.temperature = _fit_temperature(held_out, truth)
+        self.temperature = fit_temperature(held_out, truth)
         return self
 
     def _probabilities(self, texts: Sequence[str]) -> np.ndarray:

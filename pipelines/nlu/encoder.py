@@ -35,13 +35,12 @@ from typing import Any, Literal
 import joblib
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.optimize import minimize_scalar
 from scipy.special import softmax
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from voicebot.pipelines.nlu import charngram
-from voicebot.pipelines.nlu.charngram import CharNgramIntentClassifier
+from voicebot.pipelines.nlu.charngram import CharNgramIntentClassifier, fit_temperature
 
 FORMAT_VERSION = 1
 TokenizerChoice = Literal["auto", "sentencepiece", "pure"]
@@ -177,16 +176,6 @@ def blas_threads(threads: int) -> Any:
     return _controller[0].limit(limits=threads, user_api="blas")
 
 
-def _fit_temperature(log_scores: np.ndarray, truth: np.ndarray) -> float:
-    """The temperature that minimises the negative log-likelihood of held-out scores."""
-
-    def nll(log_t: float) -> float:
-        probabilities = softmax(log_scores / np.exp(log_t), axis=1)
-        return float(-np.log(probabilities[np.arange(len(truth)), truth] + 1e-12).mean())
-
-    return float(np.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
-
-
 class EncoderIntentClassifier:
     name = "encoder+charngram"
 
@@ -264,11 +253,11 @@ class EncoderIntentClassifier:
             if held_out_ngram is not None:
                 ngram = self._new_ngram().fit([texts[i] for i in train], [labels[i] for i in train])
                 held_out_ngram[test] = self._ngram_matrix(ngram, [texts[i] for i in test])
-        self.encoder_temperature = _fit_temperature(held_out_scores, truth)
+        self.encoder_temperature = fit_temperature(held_out_scores, truth)
         self.temperature = 1.0  # the mixture of two calibrated distributions, when it cannot be fitted
         if held_out_ngram is not None:
             mixed = self._mix(softmax(held_out_scores / self.encoder_temperature, axis=1), held_out_ngram)
-            self.temperature = _fit_temperature(np.log(mixed + 1e-12), truth)
+            self.temperature = fit_temperature(np.log(mixed + 1e-12), truth)
         self._head = LogisticRegression(C=self.options.C, max_iter=3000).fit(vectors, labels)
         self._ngram = self._new_ngram().fit(texts, labels) if use_ngram else None
         return self
