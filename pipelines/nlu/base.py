@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 
 class IntentClassifier(Protocol):
     name: str
@@ -32,3 +34,9 @@ class IntentClassifier(Protocol):
 
     @classmethod
     def load(cls, path: Path) -> IntentClassifier: ...
+
+
+def ranked(probabilities: np.ndarray, labels: Sequence[str]) -> list[list[tuple[str, float]]]:
+    """Each row of an (n texts x n intents) probability matrix as ``rank`` returns it: every
+    intent with its probability, best first."""
+    return [[(labels[i], float(row[i])) for i in np.argsort(row)[::-1]] for row in probabilities]

@@ -22,6 +22,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import FeatureUnion, Pipeline
 
+from voicebot.pipelines.nlu.base import ranked
+
 FORMAT_VERSION = 2
 
 
@@ -66,12 +68,7 @@ class CharNgramIntentClassifier:
         return softmax(self._pipeline.decision_function(list(texts)) / self.temperature, axis=1)
 
     def rank_many(self, texts: Sequence[str]) -> list[list[tuple[str, float]]]:
-        probabilities = self._probabilities(texts)
-        result = []
-        for row in probabilities:
-            order = np.argsort(row)[::-1]
-            result.append([(self.labels[i], float(row[i])) for i in order])
-        return result
+        return ranked(self._probabilities(texts), self.labels)
 
     def rank(self, text: str) -> list[tuple[str, float]]:
         return self.rank_many([text])[0]

@@ -40,6 +40,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from voicebot.pipelines.nlu import charngram
+from voicebot.pipelines.nlu.base import ranked
 from voicebot.pipelines.nlu.charngram import CharNgramIntentClassifier, fit_temperature
 
 FORMAT_VERSION = 1
@@ -280,11 +281,7 @@ class EncoderIntentClassifier:
         return softmax(np.log(mixed + 1e-12) / self.temperature, axis=1)
 
     def rank_many(self, texts: Sequence[str]) -> list[list[tuple[str, float]]]:
-        result = []
-        for row in self.probabilities(texts):
-            order = np.argsort(row)[::-1]
-            result.append([(self.labels[i], float(row[i])) for i in order])
-        return result
+        return ranked(self.probabilities(texts), self.labels)
 
     def rank(self, text: str) -> list[tuple[str, float]]:
         return self.rank_many([text])[0]
