@@ -69,3 +69,22 @@ def test_a_module_class_path_and_an_entry_point_resolve_like_a_builtin(tmp_path:
 def test_bad_backends_name_the_setting(kind: str, backend: str, message: str) -> None:
     with pytest.raises(PluginError, match=message):
         default_registry().resolve(kind, backend, f"{kind}.backend")
+
+
+async def test_a_registry_given_to_the_runtime_builds_every_part_it_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runtime's registry, not the default one, serves the tenants' intent classifiers too."""
+    from dataclasses import replace
+
+    from voicebot.config import Settings
+    from voicebot.core.registry import Registry
+    from voicebot.core.runtime import BotRuntime
+
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "plugins"))
+    kinds = [replace(kind, builtins={"charngram": "centroid_nlu:CentroidIntentClassifier"}) if kind.name == "nlu" else kind
+             for kind in KINDS]
+    runtime = BotRuntime(Settings(storage={"data_dir": tmp_path}), registry=Registry(kinds))
+    await runtime.start()
+    try:
+        assert runtime.engine.classifier.name == "centroid-tfidf"
+    finally:
+        await runtime.close()

@@ -234,7 +234,7 @@ class BotRuntime:
     def _load_engine(self, tenant: str, folder: Path) -> DialogueEngine:
         # The default tenant keeps the data dir's top level, where single-tenant servers kept their models.
         data_dir = self.data_dir if tenant == DEFAULT_TENANT else self.data_dir / "tenants" / tenant
-        return DialogueEngine.from_folder(folder, self.settings.nlu, self.settings.language, data_dir)
+        return DialogueEngine.from_folder(folder, self.settings.nlu, self.settings.language, data_dir, registry=self.registry)
 
     async def reload_domain(self, tenant: str) -> DialogueEngine:
         """Load the tenant's domain folder again and serve it to new sessions; sessions already

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voicebot.config import LanguageSettings, NluSettings
 from voicebot.core.batching import Batcher, BatchItem
@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 _CLAUSE = re.compile(r"[,.!?;，。！？；、]+")
 
+if TYPE_CHECKING:
+    from voicebot.core.registry import Registry
+
 
 @dataclass
 class LanguageDecision:
@@ -46,14 +49,15 @@ class LanguageDecision:
 
 
 class DialogueEngine:
-    def __init__(self, domain: Domain, nlu: NluSettings, language: LanguageSettings, data_dir: Path, locales: Locales | None = None) -> None:
+    def __init__(self, domain: Domain, nlu: NluSettings, language: LanguageSettings, data_dir: Path, locales: Locales | None = None,
+                 registry: Registry | None = None) -> None:
         self.domain = domain
         self.nlu_settings = nlu
         self.language_settings = language
         self.locales = locales or Locales()
         self.extractor = EntityExtractor(domain.spec)
         examples = domain_examples(domain, self.extractor)
-        self.classifier, self.nlu_model_info = load_or_train(domain, self.extractor, data_dir / "models", nlu)
+        self.classifier, self.nlu_model_info = load_or_train(domain, self.extractor, data_dir / "models", nlu, registry)
         self.detector = TextLanguageDetector(domain.languages, seed=language.detector_seed)
         self.detector.fit_domain([e.text for e in examples], [e.language for e in examples])
         self.kb = KnowledgeBase(domain)
@@ -76,12 +80,13 @@ class DialogueEngine:
             self.kb.search(sample, language)
 
     @classmethod
-    def from_folder(cls, folder: Path, nlu: NluSettings, language: LanguageSettings, data_dir: Path) -> DialogueEngine:
+    def from_folder(cls, folder: Path, nlu: NluSettings, language: LanguageSettings, data_dir: Path,
+                    registry: Registry | None = None) -> DialogueEngine:
         domain, problems = load_domain(folder)
         for problem in problems:
             log.warning("%s", problem)
         assert domain is not None
-        return cls(domain, nlu, language, data_dir)
+        return cls(domain, nlu, language, data_dir, registry=registry)
 
     def new_state(self, language: str | None = None, identity: Mapping[str, Any] | None = None) -> DialogueState:
         """A fresh conversation; ``identity`` is a customer the integrator's backend already verified

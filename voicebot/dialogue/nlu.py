@@ -98,8 +98,8 @@ def classifier_class(settings: NluSettings, registry: Registry | None = None) ->
     return _registry(registry).resolve("nlu", settings.backend, "nlu.backend")
 
 
-def train_classifier(examples: list[Example], settings: NluSettings | None = None) -> IntentClassifier:
-    return make_classifier(settings).fit([e.text for e in examples], [e.intent for e in examples])
+def train_classifier(examples: list[Example], settings: NluSettings | None = None, registry: Registry | None = None) -> IntentClassifier:
+    return make_classifier(settings, registry).fit([e.text for e in examples], [e.intent for e in examples])
 
 
 def evaluate(examples: list[Example], test_fraction: float = 0.25, seed: int = 7, settings: NluSettings | None = None) -> Evaluation:
@@ -144,16 +144,17 @@ def expected_calibration_error(confidences: Sequence[float], correct: Sequence[b
     return float(error)
 
 
-def load_or_train(domain: Domain, extractor: EntityExtractor, models_dir: Path, settings: NluSettings | None = None) -> tuple[IntentClassifier, dict[str, Any]]:
+def load_or_train(domain: Domain, extractor: EntityExtractor, models_dir: Path, settings: NluSettings | None = None,
+                  registry: Registry | None = None) -> tuple[IntentClassifier, dict[str, Any]]:
     """Use the model `voicebot train` saved for exactly these domain files and settings, or train one now."""
     settings = settings or NluSettings()
     path = model_path(domain, models_dir, settings)
     if path.is_file():
         try:
-            return classifier_class(settings).load(path), {"model_file": str(path), "trained_now": False}
+            return classifier_class(settings, registry).load(path), {"model_file": str(path), "trained_now": False}
         except Exception as exc:  # a corrupt or foreign file must not stop the bot: retrain
             log.warning("cannot load %s (%s); retraining", path, exc)
-    model = train_classifier(domain_examples(domain, extractor), settings)
+    model = train_classifier(domain_examples(domain, extractor), settings, registry)
     try:
         model.save(path)
     except OSError as exc:
