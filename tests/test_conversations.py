@@ -91,6 +91,7 @@ async def test_german_internet_troubleshooting_and_handoff(server: ServerProcess
     assert "Router" in steps["text"] and steps["trace"]["action"]["outcome"] == "wifi"
     handoff = await chat.say("Ich möchte bitte mit einem echten Mitarbeiter sprechen")
     assert handoff["handoff"] is True and handoff["trace"]["response"]["path"] == "handoff"
+    assert handoff["trace"]["response"]["handoff_reason"] == "asked"
     await chat.close()
 
 
@@ -122,13 +123,15 @@ async def test_repeated_failure_hands_off(server: ServerProcess) -> None:
     assert first["trace"]["response"]["path"] == "fallback"
     second = await chat.say("tell me a joke about cats")
     assert second["handoff"] is True and "2 turns in a row" in second["trace"]["response"]["reason"]
+    assert second["trace"]["response"]["handoff_reason"] == "repeated_failure"
+    assert first["trace"]["response"]["handoff_reason"] is None
     await chat.close()
 
 
 async def test_angry_customer_is_handed_off(server: ServerProcess) -> None:
     chat = await ChatClient.open(server.ws_url, language="en")
     reply = await chat.say("This is USELESS, the worst service ever, I am furious!!")
-    assert reply["handoff"] is True
+    assert reply["handoff"] is True and reply["trace"]["response"]["handoff_reason"] == "sentiment"
     assert reply["trace"]["sentiment"]["score"] < 0
     await chat.close()
 

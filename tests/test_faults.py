@@ -158,6 +158,7 @@ async def test_after_a_failure_yes_hands_off_in_the_callers_language(runtime: Bo
         accepted = await chat.say(YES[language])
         assert isinstance(accepted, BotMessage) and accepted.handoff, (accepted.text, accepted.trace.get("intent"))
         assert accepted.trace["response"]["reason"] == "the customer accepted the offer of a human"
+        assert accepted.handoff_reason == "accepted_offer" == accepted.trace["response"]["handoff_reason"]
     finally:
         await chat.close()
 

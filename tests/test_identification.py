@@ -207,7 +207,7 @@ async def test_three_failed_attempts_hand_off_to_a_human(engine: DialogueEngine)
         assert refused.path == "identify" and not refused.handoff
     locked, trace = await say(engine, state, "paul@example.com")
     assert locked.handoff and locked.path == "handoff" and state.handed_off and locked.language == "fr"
-    assert trace["identification"]["result"] == "locked"
+    assert trace["identification"]["result"] == "locked" and trace["response"]["handoff_reason"] == "identification_failed"
     # No more guesses in this session, even a right one.
     right = "commande 22222, mon email est jean.dupont@example.com"
     late, trace = await say(engine, state, right)

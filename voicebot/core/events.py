@@ -89,6 +89,7 @@ class BotReply(Event):
     language: str
     path: str
     handoff: bool = False
+    handoff_reason: str | None = None  # policy.HandoffReason: asked, accepted_offer, sentiment, repeated_failure, identification_failed
     streamed: bool = False  # its text already went out as chunks (generation)
     intent: str | None = None  # stored with the turn
     turn_index: int | None = None  # the turn's index in the conversation (what it is stored under)
@@ -114,6 +115,7 @@ class BotMessage(Event):
     language: str
     trace: dict[str, Any]  # the operator's record; read it for display, never to decide
     handoff: bool = False
+    handoff_reason: str | None = None  # as on BotReply
     generated_rejected: bool = False  # as on BotReply: ``text`` replaces the generated text streamed before it
 
 

@@ -237,6 +237,7 @@ class DialogueEngine:
                 "path": decision.path,
                 "key": decision.key,
                 "reason": decision.reason,
+                "handoff_reason": decision.handoff_reason,
                 "language": decision.language,
                 "generator": None,
                 "note": "no generator configured: grounded template answer",

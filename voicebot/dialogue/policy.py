@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from voicebot.core.session import DialogueState
 from voicebot.dialogue.actions import ActionError, ActionRunner
@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 # "yes" to them hands off.
 OFFERS_HANDOFF = frozenset({"error_internal", "kb_not_found"})
 
+# Why a conversation was handed to a person: a closed set, so metrics, the agents' queue and a
+# helpdesk webhook can count and sort by it (the free-text ``reason`` says the details).
+HandoffReason = Literal["asked", "accepted_offer", "sentiment", "repeated_failure", "identification_failed"]
+
 
 @dataclass
 class Decision:
@@ -41,6 +45,7 @@ class Decision:
     key: str
     reason: str
     handoff: bool = False
+    handoff_reason: HandoffReason | None = None
     knowledge: dict[str, Any] | None = None
     action: dict[str, Any] | None = None
     facts: dict[str, str] | None = None  # values the answer states; a generator must keep them
@@ -70,10 +75,11 @@ class Policy:
         facts = {name: value for name, value in used.items() if name not in ("body", "title")}
         return Decision(text, language, path, key, reason, facts=facts, **extra)
 
-    def _system(self, key: str, state: DialogueState, path: str, reason: str, **values: Any) -> Decision:
+    def _system(self, key: str, state: DialogueState, path: str, reason: str, handoff_reason: HandoffReason | None = None,
+                **values: Any) -> Decision:
         text, language = self.locales.message(key, state.language, **values)
         state.handoff_offered = key in OFFERS_HANDOFF
-        return Decision(text, language, path, key, reason, handoff=path == "handoff")
+        return Decision(text, language, path, key, reason, handoff=path == "handoff", handoff_reason=handoff_reason)
 
     def _missing_slot(self, flow: str, state: DialogueState) -> str | None:
         return next((slot for slot in self.spec.flows[flow].required if slot not in state.slots), None)
@@ -84,14 +90,15 @@ class Policy:
         offered, state.handoff_offered = state.handoff_offered, False  # an offer is answered by the very next message
         if update.kind == "handoff":
             state.handed_off = True
-            return self._system("handoff", state, "handoff", "the customer asked for a human")
+            return self._system("handoff", state, "handoff", "the customer asked for a human", "asked")
         if offered and message.intent == "affirm" and not message.out_of_scope:
             state.handed_off = True
             state.awaiting_confirmation = None  # the "yes" answered the offer, not an older question
-            return self._system("handoff", state, "handoff", "the customer accepted the offer of a human")
+            return self._system("handoff", state, "handoff", "the customer accepted the offer of a human", "accepted_offer")
         if state.sentiment_trend <= handoff_rules.negative_sentiment:
             state.handed_off = True
-            return self._system("handoff", state, "handoff", f"sentiment trend {state.sentiment_trend} is below {handoff_rules.negative_sentiment}")
+            return self._system("handoff", state, "handoff", f"sentiment trend {state.sentiment_trend} is below {handoff_rules.negative_sentiment}",
+                                "sentiment")
 
         if state.awaiting_confirmation:
             decision = await self._confirmation(state, update, session_id)
@@ -127,7 +134,8 @@ class Policy:
         if state.failed_turns >= self.spec.handoff.max_failed_turns:
             state.handed_off = True
             state.failed_turns = 0
-            return self._system("handoff", state, "handoff", f"{self.spec.handoff.max_failed_turns} turns in a row not understood ({reason})")
+            return self._system("handoff", state, "handoff", f"{self.spec.handoff.max_failed_turns} turns in a row not understood ({reason})",
+                                "repeated_failure")
         if state.requested_slot:
             return self._say(f"ask_{state.requested_slot}", state, "template", f"not understood ({reason}); asking again for {state.requested_slot}")
         if state.identifying:
@@ -218,7 +226,8 @@ class Policy:
         # can never add anything to them.
         specific = f"{key}_{flow_name}"
         chosen = specific if self.templates.has(specific, state.language) else key
-        decision = self._say(chosen, state, path, gate.reason, handoff=handoff)
+        decision = self._say(chosen, state, path, gate.reason, handoff=handoff,
+                             handoff_reason="identification_failed" if handoff else None)
         decision.identification = gate.to_trace(flow_name)
         return decision
 

@@ -48,5 +48,5 @@ class DialogueStage(Stage):
         decision, trace = await self.engine.respond(state, message, language, turn.session.id)
         turn.trace.update(trace)
         yield BotReply(session_id=event.session_id, turn_id=event.turn_id, text=decision.text,
-                       language=decision.language, path=decision.path, handoff=decision.handoff,
+                       language=decision.language, path=decision.path, handoff=decision.handoff, handoff_reason=decision.handoff_reason,
                        intent=message.intent, turn_index=state.turn_count, prompt_fields=decision.prompt_fields)
