@@ -6,6 +6,7 @@ caller passes in, so one engine serves any number of concurrent sessions.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import re
@@ -13,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from voicebot.config import LanguageSettings, NluSettings
 from voicebot.core.batching import Batcher, BatchItem
@@ -304,7 +307,9 @@ class DialogueEngine:
             return message
         if any(entity.slot == slot for entity in message.entities):
             return message
-        found = self.enums.match(slot, await self.encode_batcher.submit(message.text), message.text)
+        windows = self.enums.windows(message.text)
+        vectors = await asyncio.gather(*(self.encode_batcher.submit(window) for window, _, _ in windows))  # one batch
+        found = self.enums.match(slot, windows, np.asarray(vectors))
         if found is None:
             return message
         return dataclasses.replace(message, entities=[*message.entities, found])
