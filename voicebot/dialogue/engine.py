@@ -131,13 +131,15 @@ class DialogueEngine:
 
     def supported_language(self, code: str | None) -> str | None:
         """Map a client's language tag (zh-CN, de-AT, fr) to a language a conversation can be held
-        in (the domain's, or one with framework messages)."""
+        in: the domain's first (zh-TW -> zh when the domain has no zh-tw), else one with framework
+        messages (pt-BR -> pt: told in Portuguese which languages the domain answers in)."""
         if not code:
             return None
         code = normalise_language_tag(code)
-        for candidate in (code, code.split("-")[0]):
-            if candidate in self.conversation_languages:
-                return candidate
+        for languages in (self.domain.languages, self.conversation_languages):
+            for candidate in (code, code.split("-")[0]):
+                if candidate in languages:
+                    return candidate
         return None
 
     def answers_in(self, language: str) -> bool:
