@@ -563,26 +563,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_backend_comparison(results: dict[str, list[dict[str, Any]]], quiet: bool) -> None:
-    """turns/s and p95 of each backend per level, and each one's turns/s against the first."""
+    """turns/s, p95 and server CPU per turn of each backend per level, and each one's turns/s
+    over the last one's (--backends encoder,charngram: the encoder's against the n-gram model's)."""
     names = list(results)
-    first = names[0]
+    first = names[-1]
     rows = []
     for index, level in enumerate(results[first]):
         row: dict[str, Any] = {"sessions": level["sessions"]}
         for name in names:
             other = results[name][index]
-            row[name] = {"turns_per_s": other["turns_per_s"], "p95_ms": other["latency_ms"]["p95"], "errors": other["errors"]}
+            cpu = other.get("server_cpu_s")
+            row[name] = {"turns_per_s": other["turns_per_s"], "p95_ms": other["latency_ms"]["p95"], "errors": other["errors"],
+                         "server_cpu_ms_per_turn": round(1000 * cpu / other["turns"], 2) if cpu and other["turns"] else None}
             if name != first and level["turns_per_s"] and other["turns_per_s"]:
                 row[name]["turns_per_s_vs_" + first] = round(other["turns_per_s"] / level["turns_per_s"], 3)
         rows.append(row)
     if not quiet:
         print("\n== NLU backends side by side (same scripts, same levels; one server each, in turn)")
-        print(f"{'sessions':>8}" + "".join(f"{name + ' turns/s':>22}{'p95 ms':>9}" for name in names) + f"{'ratio':>8}")
+        print(f"{'sessions':>8}" + "".join(f"{name + ' turns/s':>22}{'p95 ms':>9}{'CPU ms/turn':>12}" for name in names) + f"{'ratio':>8}")
         for row in rows:
-            ratios = [row[name].get("turns_per_s_vs_" + first) for name in names[1:]]
-            print(f"{row['sessions']:>8}" + "".join(f"{fmt(row[name]['turns_per_s']):>22}{fmt(row[name]['p95_ms']):>9}" for name in names)
+            ratios = [row[name].get("turns_per_s_vs_" + first) for name in names[:-1]]
+            print(f"{row['sessions']:>8}" + "".join(f"{fmt(row[name]['turns_per_s']):>22}{fmt(row[name]['p95_ms']):>9}"
+                                                   f"{fmt(row[name]['server_cpu_ms_per_turn']):>12}" for name in names)
                   + "".join(f"{fmt(r):>8}" for r in ratios))
-        print(f"ratio: {', '.join(names[1:])} turns/s over {first}'s")
+        print(f"ratio: {', '.join(names[:-1])} turns/s over {first}'s (CPU ms/turn: the server process's CPU time per turn)")
     print(json.dumps({"bench": "chat_load_backends", "results": rows}, ensure_ascii=False))
 
 
