@@ -87,6 +87,7 @@ class ServerProcess:
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     startup_s: float = 0.0
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def ws_url(self) -> str:
@@ -104,7 +105,7 @@ class ServerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "voicebot", "serve", "--host", "127.0.0.1", "--port", str(self.port),
              "--data-dir", str(self.data_dir)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env={**SATURATION_LIMITS, **os.environ},
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env={**SATURATION_LIMITS, **os.environ, **self.extra_env},
             # Own session: a terminal Ctrl-C reaches only the benchmark, which then stops the
             # server exactly once, by pid (a second signal would make uvicorn skip its graceful exit).
             start_new_session=True,
@@ -504,7 +505,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, help="data dir for the started server (default: a temp dir, removed at the end)")
     parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for /health (default 180)")
     parser.add_argument("--json", action="store_true", help="print only the final JSON line")
+    parser.add_argument("--backends", default="",
+                        help="NLU backends to compare in one run, each on its own started server, e.g. encoder,charngram "
+                             "(default: the server's configured one)")
     args = parser.parse_args(argv)
+    args.backend_list = [part.strip() for part in args.backends.split(",") if part.strip()]
+    if args.backend_list and args.url:
+        parser.error("--backends starts its own servers; it cannot be used with --url")
     try:
         args.levels = [int(part) for part in args.sessions.split(",") if part.strip()]
     except ValueError:
@@ -540,10 +547,54 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # so `kill <our pid>` also stops our server
+    if not args.backend_list:
+        return run_once(args, None)
+    results: dict[str, list[dict[str, Any]]] = {}
+    for backend in args.backend_list:
+        if not args.json:
+            print(f"\n######## nlu.backend = {backend}", flush=True)
+        levels: list[dict[str, Any]] = []
+        code = run_once(args, backend, levels)
+        if code:
+            return code
+        results[backend] = levels
+    print_backend_comparison(results, args.json)
+    return 0
+
+
+def print_backend_comparison(results: dict[str, list[dict[str, Any]]], quiet: bool) -> None:
+    """turns/s, p95 and server CPU per turn of each backend per level, and each one's turns/s
+    over the last one's (--backends encoder,charngram: the encoder's against the n-gram model's)."""
+    names = list(results)
+    first = names[-1]
+    rows = []
+    for index, level in enumerate(results[first]):
+        row: dict[str, Any] = {"sessions": level["sessions"]}
+        for name in names:
+            other = results[name][index]
+            cpu = other.get("server_cpu_s")
+            row[name] = {"turns_per_s": other["turns_per_s"], "p95_ms": other["latency_ms"]["p95"], "errors": other["errors"],
+                         "server_cpu_ms_per_turn": round(1000 * cpu / other["turns"], 2) if cpu and other["turns"] else None}
+            if name != first and level["turns_per_s"] and other["turns_per_s"]:
+                row[name]["turns_per_s_vs_" + first] = round(other["turns_per_s"] / level["turns_per_s"], 3)
+        rows.append(row)
+    if not quiet:
+        print("\n== NLU backends side by side (same scripts, same levels; one server each, in turn)")
+        print(f"{'sessions':>8}" + "".join(f"{name + ' turns/s':>22}{'p95 ms':>9}{'CPU ms/turn':>12}" for name in names) + f"{'ratio':>8}")
+        for row in rows:
+            ratios = [row[name].get("turns_per_s_vs_" + first) for name in names[:-1]]
+            print(f"{row['sessions']:>8}" + "".join(f"{fmt(row[name]['turns_per_s']):>22}{fmt(row[name]['p95_ms']):>9}"
+                                                   f"{fmt(row[name]['server_cpu_ms_per_turn']):>12}" for name in names)
+                  + "".join(f"{fmt(r):>8}" for r in ratios))
+        print(f"ratio: {', '.join(names[:-1])} turns/s over {first}'s (CPU ms/turn: the server process's CPU time per turn)")
+    print(json.dumps({"bench": "chat_load_backends", "results": rows}, ensure_ascii=False))
+
+
+def run_once(args: argparse.Namespace, backend: str | None, levels: list[dict[str, Any]] | None = None) -> int:
     quiet = args.json
     server: ServerProcess | None = None
     temp_dir: Path | None = None
-    levels: list[dict[str, Any]] = []
+    levels = [] if levels is None else levels
     header: dict[str, Any] = {}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:
@@ -555,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 temp_dir = Path(tempfile.mkdtemp(prefix="voicebot-bench-"))
                 data_dir = temp_dir
-            server = ServerProcess(data_dir)
+            server = ServerProcess(data_dir, extra_env={"VOICEBOT_NLU__BACKEND": backend} if backend else {})
             if not quiet:
                 print(f"starting server: {sys.executable} -m voicebot serve --port {server.port} --data-dir {data_dir} ...", flush=True)
             server.start(args.startup_timeout)
@@ -568,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_cores": cores, "levels": args.levels, "rounds": args.rounds, "max_seconds": args.max_seconds,
             "turn_timeout_s": args.turn_timeout, "scripts": {lang: len(msgs) for lang, msgs in SCRIPTS},
             "compression": not args.no_compression, "start_language": not args.no_start_language,
+            "nlu_backend": backend or "(configured)",
         }
         if not quiet:
             print(f"voicebot chat load: {url}  (server {header['server_version']}, domain {header['domain']}"

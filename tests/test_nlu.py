@@ -90,5 +90,8 @@ def test_language_switches_only_on_strong_evidence(engine: DialogueEngine, curre
 
 def test_language_tags_are_mapped_to_domain_languages(engine: DialogueEngine) -> None:
     assert engine.supported_language("zh-CN") == "zh" and engine.supported_language("zh-TW") == "zh"
-    assert engine.supported_language("de-AT") == "de" and engine.supported_language("pt-BR") is None
-    assert engine.new_state("pt-BR").language == "en"
+    assert engine.supported_language("de-AT") == "de"
+    # Portuguese has framework messages (locales/pt.yaml) but no demo responses: the conversation
+    # is held in it, the answers come in English with a notice (tests/test_cross_lingual.py).
+    assert engine.supported_language("pt-BR") == "pt" and not engine.answers_in("pt")
+    assert engine.supported_language("sv-SE") is None and engine.new_state("sv-SE").language == "en"

@@ -103,11 +103,12 @@ def test_intents_trained_in_english_are_understood_in_five_other_languages(
     english_models: tuple[EncoderIntentClassifier, CharNgramIntentClassifier], capsys: pytest.CaptureFixture[str]
 ) -> None:
     encoder, ngram = english_models
-    threshold = NluSettings().oos_threshold
-    encoder_accuracy = {lang: _accuracy(encoder, items, threshold) for lang, items in CROSS_LINGUAL.items()}
-    ngram_accuracy = {lang: _accuracy(ngram, items, threshold) for lang, items in CROSS_LINGUAL.items()}
+    # Each model with its own out-of-scope threshold, fitted on its held-out folds, as the engine uses it.
+    encoder_accuracy = {lang: _accuracy(encoder, items, encoder.oos_threshold) for lang, items in CROSS_LINGUAL.items()}
+    ngram_accuracy = {lang: _accuracy(ngram, items, ngram.oos_threshold) for lang, items in CROSS_LINGUAL.items()}
     with capsys.disabled():
-        print(f"\ntrained on English only; accuracy (right and >= {threshold}): encoder {encoder_accuracy}, n-gram {ngram_accuracy}")
+        print(f"\ntrained on English only; accuracy (right and >= own threshold {encoder.oos_threshold:.3f} / {ngram.oos_threshold:.3f}): "
+              f"encoder {encoder_accuracy}, n-gram {ngram_accuracy}")
     assert all(accuracy >= 0.8 for accuracy in encoder_accuracy.values()), encoder_accuracy  # at least 5 of 6 each
     # The test means something: the n-gram model alone is lost in these languages.
     assert np.mean(list(ngram_accuracy.values())) <= 0.4, ngram_accuracy
@@ -160,7 +161,7 @@ def test_save_and_load_give_the_same_ranking_without_the_encoder_weights(
 
 def test_held_out_calibrated_and_no_worse_than_ngram_in_any_language(demo_examples: list[Example], capsys: pytest.CaptureFixture[str]) -> None:
     encoder = evaluate(demo_examples, settings=NluSettings(backend=BACKEND))
-    ngram = evaluate(demo_examples, settings=NluSettings())
+    ngram = evaluate(demo_examples, settings=NluSettings(backend="charngram"))
     with capsys.disabled():
         print(f"\nencoder+charngram:\n{encoder.report()}\ncharngram:\n{ngram.report()}")
     assert set(encoder.accuracy) == {"en", "zh", "es", "de", "fr"}
@@ -229,9 +230,10 @@ def test_engine_starts_on_an_english_only_domain(tmp_path: Path) -> None:
     assert engine.domain.languages == ["en"]
 
 
-@pytest.mark.parametrize("message", ["こんにちは、注文した商品がまだ届きません", "주문한 물건이 아직 도착하지 않았어요", "Где мой заказ? Он до сих пор не пришёл"])
+@pytest.mark.parametrize("message", ["こんにちは、注文した商品がまだ届きません", "주문한 물건이 아직 도착하지 않았어요", "Где мой заказ? Он до сих пор не пришёл",
+                                     "Ciao, il mio ordine non è ancora arrivato", "Olá, a minha encomenda ainda não chegou"])
 async def test_engine_understands_a_language_the_domain_has_no_examples_in(tmp_path: Path, message: str) -> None:
-    """English examples only; Japanese, Korean and Russian are understood through the encoder."""
+    """English examples only; Japanese, Korean, Russian, Italian and Portuguese are understood through the encoder."""
     folder = _demo_copy(tmp_path, ["en"])
     settings = NluSettings(backend=BACKEND)
     engine = DialogueEngine.from_folder(folder, settings, LanguageSettings(), tmp_path / "data")

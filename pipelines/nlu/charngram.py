@@ -22,9 +22,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import FeatureUnion, Pipeline
 
+from voicebot.pipelines.nlu import oos
 from voicebot.pipelines.nlu.base import ranked
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: carries its fitted out-of-scope threshold
 
 
 def _features() -> FeatureUnion:
@@ -53,6 +54,7 @@ class CharNgramIntentClassifier:
         self._pipeline = Pipeline([("features", _features()), ("classifier", LogisticRegression(C=C, max_iter=3000))])
         self.labels: list[str] = []
         self.temperature = 1.0
+        self.oos_threshold = oos.DEFAULT_THRESHOLD  # fitted on held-out folds (pipelines/nlu/oos.py)
 
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> CharNgramIntentClassifier:
         texts, labels = list(texts), list(labels)
@@ -62,6 +64,7 @@ class CharNgramIntentClassifier:
         self.labels = [str(label) for label in self._pipeline.classes_]
         truth = np.array([self.labels.index(str(label)) for label in labels])
         self.temperature = fit_temperature(held_out, truth)
+        self.oos_threshold = oos.fit_threshold(softmax(held_out / self.temperature, axis=1), truth, self.labels)
         return self
 
     def _probabilities(self, texts: Sequence[str]) -> np.ndarray:
@@ -75,7 +78,8 @@ class CharNgramIntentClassifier:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        joblib.dump({"version": FORMAT_VERSION, "pipeline": self._pipeline, "labels": self.labels, "temperature": self.temperature}, path)
+        joblib.dump({"version": FORMAT_VERSION, "pipeline": self._pipeline, "labels": self.labels, "temperature": self.temperature,
+                     "oos_threshold": self.oos_threshold}, path)
 
     @classmethod
     def load(cls, path: Path) -> CharNgramIntentClassifier:
@@ -84,6 +88,7 @@ class CharNgramIntentClassifier:
             raise ValueError(f"{path} was saved by another version of the classifier")
         model = cls()
         model._pipeline, model.labels, model.temperature = data["pipeline"], data["labels"], data["temperature"]
+        model.oos_threshold = data["oos_threshold"]
         return model
 
 

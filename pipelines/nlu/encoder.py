@@ -39,11 +39,11 @@ from scipy.special import softmax
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
-from voicebot.pipelines.nlu import charngram
+from voicebot.pipelines.nlu import charngram, oos
 from voicebot.pipelines.nlu.base import ranked
 from voicebot.pipelines.nlu.charngram import CharNgramIntentClassifier, fit_temperature
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: carries its fitted out-of-scope threshold
 TokenizerChoice = Literal["auto", "sentencepiece", "pure"]
 
 _BOS, _EOS, _UNK = 1, 2, 0
@@ -200,6 +200,7 @@ class EncoderIntentClassifier:
         self.labels: list[str] = []
         self.encoder_temperature = 1.0
         self.temperature = 1.0
+        self.oos_threshold = oos.DEFAULT_THRESHOLD  # fitted on the held-out folds (pipelines/nlu/oos.py)
 
     # -- training ------------------------------------------------------------------------------
     def _new_ngram(self) -> CharNgramIntentClassifier:
@@ -256,9 +257,12 @@ class EncoderIntentClassifier:
                 held_out_ngram[test] = self._ngram_matrix(ngram, [texts[i] for i in test])
         self.encoder_temperature = fit_temperature(held_out_scores, truth)
         self.temperature = 1.0  # the mixture of two calibrated distributions, when it cannot be fitted
+        held_out = softmax(held_out_scores / self.encoder_temperature, axis=1)
         if held_out_ngram is not None:
-            mixed = self._mix(softmax(held_out_scores / self.encoder_temperature, axis=1), held_out_ngram)
+            mixed = self._mix(held_out, held_out_ngram)
             self.temperature = fit_temperature(np.log(mixed + 1e-12), truth)
+            held_out = softmax(np.log(mixed + 1e-12) / self.temperature, axis=1)
+        self.oos_threshold = oos.fit_threshold(held_out, truth, self.labels)
         self._head = LogisticRegression(C=self.options.C, max_iter=3000).fit(vectors, labels)
         self._ngram = self._new_ngram().fit(texts, labels) if use_ngram else None
         return self
@@ -283,6 +287,12 @@ class EncoderIntentClassifier:
     def rank_many(self, texts: Sequence[str]) -> list[list[tuple[str, float]]]:
         return ranked(self.probabilities(texts), self.labels)
 
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """The encoder's unit vectors under the same BLAS thread limit: the dialogue ranks
+        knowledge articles and enum values with them, in every language."""
+        with blas_threads(self.options.threads):
+            return self.encoder.encode(texts)
+
     def rank(self, text: str) -> list[tuple[str, float]]:
         return self.rank_many([text])[0]
 
@@ -299,6 +309,7 @@ class EncoderIntentClassifier:
                 "head": self._head,
                 "encoder_temperature": self.encoder_temperature,
                 "temperature": self.temperature,
+                "oos_threshold": self.oos_threshold,
                 "ngram": self._ngram,
             },
             path,
@@ -314,4 +325,5 @@ class EncoderIntentClassifier:
             raise ValueError(f"{path} was trained on {data['encoder']}, this process has {model.encoder.name}")
         model.labels, model._head, model._ngram = data["labels"], data["head"], data["ngram"]
         model.encoder_temperature, model.temperature = data["encoder_temperature"], data["temperature"]
+        model.oos_threshold = data["oos_threshold"]
         return model

@@ -48,6 +48,8 @@ class DialogueState:
     verified: dict[str, list[str]] = field(default_factory=dict)
     identifying: str | None = None
     identify_failures: int = 0
+    # The conversation language the bot last said it cannot answer in (once per language).
+    told_answer_languages: str | None = None
 
     def slot_value(self, name: str) -> str | None:
         slot = self.slots.get(name)

@@ -6,12 +6,16 @@ caller passes in, so one engine serves any number of concurrent sessions.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from voicebot.config import LanguageSettings, NluSettings
 from voicebot.core.batching import Batcher, BatchItem
@@ -24,10 +28,12 @@ from voicebot.dialogue.knowledge import KnowledgeBase
 from voicebot.dialogue.locales import Locales
 from voicebot.dialogue.nlu import domain_examples, load_or_train
 from voicebot.dialogue.policy import Decision, Policy
+from voicebot.dialogue.semantic import EnumMatcher
 from voicebot.dialogue.sentiment import LexiconSentiment
 from voicebot.dialogue.tracker import Understood, update_state
 from voicebot.pipelines.lid.text import TextLanguageDetector, letter_count
 from voicebot.pipelines.nlu.entities import EntityExtractor
+from voicebot.pipelines.nlu.oos import DEFAULT_THRESHOLD, is_out_of_scope
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +64,24 @@ class DialogueEngine:
         self.extractor = EntityExtractor(domain.spec)
         examples = domain_examples(domain, self.extractor)
         self.classifier, self.nlu_model_info = load_or_train(domain, self.extractor, data_dir / "models", nlu, registry)
-        self.detector = TextLanguageDetector(domain.languages, seed=language.detector_seed)
+        # The operator's threshold when set, else the backend's own, fitted on held-out data.
+        self.oos_threshold = nlu.oos_threshold if nlu.oos_threshold is not None else float(getattr(self.classifier, "oos_threshold", DEFAULT_THRESHOLD))
+        # A conversation may be held in any language with framework messages; the domain answers
+        # in the languages it has responses in, and says so in the others (answer_languages).
+        self.conversation_languages = list(dict.fromkeys([*domain.languages, *self.locales.codes()]))
+        self.detector = TextLanguageDetector(self.conversation_languages, seed=language.detector_seed)
         self.detector.fit_domain([e.text for e in examples], [e.language for e in examples])
-        self.kb = KnowledgeBase(domain)
+        # A classifier on a sentence encoder lends its vectors to the knowledge base and the enum
+        # slots; the texts of every session are encoded in shared batches.
+        self.embed = getattr(self.classifier, "embed", None)
+        self.encode_batcher: Batcher[str, Any] | None = (
+            Batcher(self._encode_batch, max_batch=64, max_wait_s=0.0, name="encode") if self.embed is not None else None)
+        self.kb = KnowledgeBase(domain, embed=self.embed)
+        self.enums = EnumMatcher(domain.spec, self.embed) if self.embed is not None else None
         self.sentiment = LexiconSentiment(self.locales)
         self.actions = ActionRunner(domain, open_domain_database(domain, data_dir))
-        self.policy = Policy(domain, self.locales, self.kb, self.actions, nlu.clarify_margin)
+        self.policy = Policy(domain, self.locales, self.kb, self.actions, nlu.clarify_margin,
+                             embed_query=self.encode_batcher.submit if self.encode_batcher is not None else None)
         # One call per batch instead of per message: scikit-learn's per-call overhead dominates
         # the work on a short text, so batching across sessions multiplies throughput.
         self.language_batcher: Batcher[str, dict[str, float]] = Batcher(self._language_batch, max_batch=64, max_wait_s=0.0, name="language")
@@ -112,14 +130,21 @@ class DialogueEngine:
         return values or None
 
     def supported_language(self, code: str | None) -> str | None:
-        """Map a client's language tag (zh-CN, de-AT, fr) to a language the domain speaks."""
+        """Map a client's language tag (zh-CN, de-AT, fr) to a language a conversation can be held
+        in: the domain's first (zh-TW -> zh when the domain has no zh-tw), else one with framework
+        messages (pt-BR -> pt: told in Portuguese which languages the domain answers in)."""
         if not code:
             return None
         code = normalise_language_tag(code)
-        for candidate in (code, code.split("-")[0]):
-            if candidate in self.domain.languages:
-                return candidate
+        for languages in (self.domain.languages, self.conversation_languages):
+            for candidate in (code, code.split("-")[0]):
+                if candidate in languages:
+                    return candidate
         return None
+
+    def answers_in(self, language: str) -> bool:
+        """Whether the domain has responses in ``language`` (zh-tw is answered by zh)."""
+        return any(code in self.domain.languages for code in (language, language.split("-")[0]))
 
     # -- language ------------------------------------------------------------------------------
     def identify_language(self, text: str, state: DialogueState, domain_scores: dict[str, float] | None = None) -> LanguageDecision:
@@ -167,40 +192,60 @@ class DialogueEngine:
     def understand(self, text: str, language: str, ranking: list[tuple[str, float]] | None = None) -> Understood:
         entities = self.extractor.extract(text, language)
         masked = self.extractor.mask(text, entities)
-        ranking = self._skip_pleasantries(masked, ranking or self.classifier.rank(masked))
+        if ranking is None:  # understand_async ranks through the batcher, pleasantries included
+            ranking = self._skip_pleasantries(masked, self.classifier.rank(masked))
         intent, confidence = ranking[0]
-        out_of_scope = intent == "out_of_scope" or confidence < self.nlu_settings.oos_threshold
+        out_of_scope = is_out_of_scope(intent, confidence, self.oos_threshold)
         return Understood(text, intent, confidence, [(i, round(p, 4)) for i, p in ranking[:5]], entities, out_of_scope)
 
     async def understand_async(self, text: str, language: str) -> Understood:
-        """As understand, with the classifier call batched across sessions."""
+        """As understand, with the classifier calls batched across sessions."""
         masked = self.extractor.mask(text, self.extractor.extract(text, language))
-        return self.understand(text, language, await self.nlu_batcher.submit(masked))
+        ranking = await self.nlu_batcher.submit(masked)
+        rest = self._after_pleasantry(masked, ranking)
+        if rest is not None:
+            ranking = self._rest_or(ranking, await self.nlu_batcher.submit(rest))
+        return self.understand(text, language, ranking)
 
     def _nlu_batch(self, items: Sequence[BatchItem[str]]) -> list[list[tuple[str, float]]]:
         return self.classifier.rank_many([item.payload for item in items])
 
-    def _skip_pleasantries(self, masked: str, ranking: list[tuple[str, float]]) -> list[tuple[str, float]]:
-        """"Hi, where is my order?" is an order question: when the whole message reads as
-        smalltalk but it has several parts, the rest after the greeting decides."""
+    def _encode_batch(self, items: Sequence[BatchItem[str]]) -> list[Any]:
+        assert self.embed is not None
+        return list(self.embed([item.payload for item in items]))
+
+    def _after_pleasantry(self, masked: str, ranking: list[tuple[str, float]]) -> str | None:
+        """The rest of a several-part message that reads as smalltalk ("Hi, where is my order?")."""
         top = self.domain.spec.intents.get(ranking[0][0])
         parts = [p for p in _CLAUSE.split(masked) if p.strip()]
         if top is None or top.kind != "smalltalk" or len(parts) < 2:
-            return ranking
-        rest = self.classifier.rank(" ".join(parts[1:]))
+            return None
+        return " ".join(parts[1:])
+
+    def _rest_or(self, ranking: list[tuple[str, float]], rest: list[tuple[str, float]]) -> list[tuple[str, float]]:
         rest_intent = self.domain.spec.intents.get(rest[0][0])
-        if rest_intent and rest_intent.kind not in ("smalltalk", "out_of_scope") and rest[0][1] >= self.nlu_settings.oos_threshold:
+        if rest_intent and rest_intent.kind not in ("smalltalk", "out_of_scope") and rest[0][1] >= self.oos_threshold:
             return rest
         return ranking
+
+    def _skip_pleasantries(self, masked: str, ranking: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """"Hi, where is my order?" is an order question: when the whole message reads as
+        smalltalk but it has several parts, the rest after the greeting decides."""
+        rest = self._after_pleasantry(masked, ranking)
+        if rest is None:
+            return ranking
+        return self._rest_or(ranking, self.classifier.rank(rest))
 
     # -- responding ----------------------------------------------------------------------------
     async def respond(self, state: DialogueState, message: Understood, language: LanguageDecision, session_id: str) -> tuple[Decision, dict[str, Any]]:
         """Update ``state`` with the message and decide the reply; return it with its trace."""
         if language.switched:
             state.language = language.language
+        message = await self._semantic_enum(state, message)
         sentiment = self.sentiment.score(message.text, state.language)
         update = update_state(state, message, self.domain.spec, sentiment.score)
         decision = await self.policy.decide(state, message, update, session_id)
+        answer_languages = self._answer_languages_notice(state, decision)
         earlier = [(entry.user, entry.bot) for entry in state.history[-2:]]
         state.history.append(HistoryEntry(message.text, decision.text, message.intent, decision.language))
         del state.history[: -self.history_limit]
@@ -241,6 +286,7 @@ class DialogueEngine:
                 "language": decision.language,
                 "generator": None,
                 "note": "no generator configured: grounded template answer",
+                "answer_languages": answer_languages,
                 "facts": decision.facts,
                 "prompt_fields": prompt_fields.to_dict(),
             },
@@ -248,7 +294,7 @@ class DialogueEngine:
                 "nlu": self.classifier.name,
                 "nlu_model_file": self.nlu_model_info["model_file"],
                 "language": "langdetect (seeded) + domain char n-gram",
-                "knowledge": "tf-idf char n-gram, title/keywords + body",
+                "knowledge": "tf-idf char n-gram, title/keywords + body" + (" + sentence-encoder cosine" if self.kb.semantic else ""),
                 "generator": None,
             },
         }
@@ -256,7 +302,36 @@ class DialogueEngine:
 
     history_limit = 10
 
+    async def _semantic_enum(self, state: DialogueState, message: Understood) -> Understood:
+        """The asked-for enum slot's value from the encoder when no listed synonym matched
+        (voicebot/dialogue/semantic.py)."""
+        slot = state.requested_slot
+        if self.enums is None or self.encode_batcher is None or slot not in self.enums.slots():
+            return message
+        if any(entity.slot == slot for entity in message.entities):
+            return message
+        windows = self.enums.windows(message.text)
+        vectors = await asyncio.gather(*(self.encode_batcher.submit(window) for window, _, _ in windows))  # one batch
+        found = self.enums.match(slot, windows, np.asarray(vectors))
+        if found is None:
+            return message
+        return dataclasses.replace(message, entities=[*message.entities, found])
+
+    def _answer_languages_notice(self, state: DialogueState, decision: Decision) -> dict[str, str] | None:
+        """When the conversation is in a language the domain has no responses in, say so in that
+        language, once, before the first answer that comes in the fallback language."""
+        if self.answers_in(state.language) or decision.language == state.language or state.told_answer_languages == state.language:
+            return None
+        state.told_answer_languages = state.language
+        names = ", ".join(self.locales.name(code) for code in self.domain.languages)
+        notice, notice_language = self.locales.message("answer_languages", state.language, languages=names,
+                                                       fallback=self.locales.name(decision.language))
+        decision.text = f"{notice} {decision.text}"
+        return {"text": notice, "language": notice_language, "answered_in": decision.language}
+
     async def close(self) -> None:
         await self.language_batcher.close()
         await self.nlu_batcher.close()
+        if self.encode_batcher is not None:
+            await self.encode_batcher.close()
         await self.actions.close()

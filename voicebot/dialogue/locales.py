@@ -36,6 +36,15 @@ class Locales:
     def get(self, code: str) -> Locale | None:
         return self._locales.get(code)
 
+    def codes(self) -> list[str]:
+        """Every language with framework messages: the languages a conversation may be held in."""
+        return list(self._locales)
+
+    def name(self, code: str) -> str:
+        """The language's own name for itself (Deutsch, 日本語), as its locale file writes it."""
+        locale = self._locales.get(normalise_language_tag(code))
+        return locale.name if locale else code
+
     def chain(self, code: str) -> list[str]:
         """The languages to try, in order, for ``code``; always ends in a language we have."""
         chain: list[str] = []

@@ -102,11 +102,21 @@ def train_classifier(examples: list[Example], settings: NluSettings | None = Non
     return make_classifier(settings, registry).fit([e.text for e in examples], [e.intent for e in examples])
 
 
-def evaluate(examples: list[Example], test_fraction: float = 0.25, seed: int = 7, settings: NluSettings | None = None) -> Evaluation:
-    """Stratified hold-out by (language, intent); per-language accuracy against the baseline."""
+def held_out_split(examples: list[Example], test_fraction: float = 0.25, seed: int = 7) -> tuple[list[Example], list[Example]]:
+    """Stratified by (language, intent): every backend is compared on the same split."""
     strata = [f"{e.language}/{e.intent}" for e in examples]
     train, test = train_test_split(examples, test_size=test_fraction, random_state=seed, stratify=strata)
-    model = train_classifier(train, settings)
+    return list(train), list(test)
+
+
+def evaluate(examples: list[Example], test_fraction: float = 0.25, seed: int = 7, settings: NluSettings | None = None) -> Evaluation:
+    """Stratified hold-out by (language, intent); per-language accuracy against the baseline."""
+    train, test = held_out_split(examples, test_fraction, seed)
+    return evaluate_trained(train_classifier(train, settings), train, test)
+
+
+def evaluate_trained(model: IntentClassifier, train: list[Example], test: list[Example]) -> Evaluation:
+    """``evaluate`` for a model already trained on ``train``."""
     baseline = TfidfBaseline().fit([e.text for e in train], [e.intent for e in train])
     rankings = model.rank_many([e.text for e in test])
     predicted = [ranking[0][0] for ranking in rankings]

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
 
 from voicebot.core.session import DialogueState
 from voicebot.dialogue.actions import ActionError, ActionRunner
@@ -54,7 +57,8 @@ class Decision:
 
 
 class Policy:
-    def __init__(self, domain: Domain, locales: Locales, kb: KnowledgeBase, actions: ActionRunner, clarify_margin: float) -> None:
+    def __init__(self, domain: Domain, locales: Locales, kb: KnowledgeBase, actions: ActionRunner, clarify_margin: float,
+                 embed_query: Callable[[str], Awaitable[np.ndarray]] | None = None) -> None:
         self.domain = domain
         self.spec = domain.spec
         self.locales = locales
@@ -63,6 +67,7 @@ class Policy:
         self.templates = ResponseTemplates(domain, locales)
         self.clarify_margin = clarify_margin
         self.gate = IdentificationGate(self.spec, actions)
+        self.embed_query = embed_query  # the sentence encoder, batched across sessions (semantic KB ranking)
 
     # -- helpers -----------------------------------------------------------------------------
     def _say(self, key: str, state: DialogueState, path: str, reason: str, values: dict[str, Any] | None = None, **extra: Any) -> Decision:
@@ -118,7 +123,7 @@ class Policy:
         if update.kind == "smalltalk":
             return self._say(message.intent, state, "template", f"smalltalk intent {message.intent}")
         if update.kind == "knowledge":
-            return self._knowledge(state, message)
+            return await self._knowledge(state, message)
         previous = self.spec.intents.get(state.active_intent or "")
         if update.kind == "correction" and previous is not None and previous.flow:
             # A corrected value after a finished flow: run that flow again with the new value.
@@ -155,10 +160,12 @@ class Policy:
         }
         return self._system("clarify", state, "clarify", f"{first} {p1:.2f} and {second} {p2:.2f} are too close", **options)
 
-    def _knowledge(self, state: DialogueState, message: Understood) -> Decision:
+    async def _knowledge(self, state: DialogueState, message: Understood) -> Decision:
         chain = self.locales.chain(state.language)
-        article, hits, ranked_in = self.kb.answer(message.text, chain)
-        ranking = [{"id": h.article.id, "title": h.article.title, "score": h.score, "language": h.article.language} for h in hits]
+        vector = await self.embed_query(message.text) if self.embed_query is not None and self.kb.semantic else None
+        article, hits, ranked_in = self.kb.answer(message.text, chain, query_vector=vector)
+        ranking = [{"id": h.article.id, "title": h.article.title, "score": h.score, "lexical": h.lexical, "semantic": h.semantic,
+                    "language": h.article.language} for h in hits]
         if article is None:
             return self._system("kb_not_found", state, "knowledge", "no article scored above the threshold")
         values = {"title": article.title, "body": article.body, "article_id": article.id}

@@ -24,14 +24,21 @@ class ResponseTemplates:
     def __init__(self, domain: Domain, locales: Locales) -> None:
         self._responses = domain.responses
         self._locales = locales
+        self._default = domain.spec.default_language
+
+    def chain(self, language: str) -> list[str]:
+        """The locale chain, then the domain's default language: a user whose language the domain
+        has no responses in (and whose locale falls back to one it lacks too) still gets an answer."""
+        chain = self._locales.chain(language)
+        return chain if self._default in chain else [*chain, self._default]
 
     def has(self, key: str, language: str) -> bool:
-        return any(key in self._responses.get(code, {}) for code in self._locales.chain(language))
+        return any(key in self._responses.get(code, {}) for code in self.chain(language))
 
     def render(self, key: str, language: str, values: dict[str, Any], variant: int = 0) -> tuple[str, str, dict[str, str]] | None:
         """Text for ``key``, the language it came from, and the values it shows (its facts);
         None if no language has the key."""
-        for code in self._locales.chain(language):
+        for code in self.chain(language):
             template = self._responses.get(code, {}).get(key)
             if template is None:
                 continue
