@@ -16,6 +16,7 @@ import pytest_asyncio
 
 from tests.conftest import fresh_data_dir
 from voicebot.agents.hours import DAYS, OpeningHours
+from voicebot.channels.websocket.channel import WebsocketChatChannel
 from voicebot.config import ConfigError, Settings
 from voicebot.core.events import BotMessage, BotTextChunk, Event
 from voicebot.core.runtime import BotRuntime, SessionHandle
@@ -37,6 +38,7 @@ async def runtime(tmp_path_factory: pytest.TempPathFactory, trained_models: Path
     settings = Settings(storage={"data_dir": fresh_data_dir(tmp_path_factory.mktemp("agents-runtime"), trained_models)},
                         agents={"opening_hours": closed_now(), "timezone": "UTC"})
     runtime = BotRuntime(settings)
+    runtime.channels["websocket"] = WebsocketChatChannel(runtime)  # what load_channels does for the served channels
     await runtime.start()
     yield runtime
     await runtime.close()
@@ -128,6 +130,20 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path):
     finally:
         sys.path.pop(0)
     return MemoryStorage(Sealer())
+
+
+@in_module_loop
+async def test_a_session_of_no_served_channel_keeps_the_bot_answering(runtime: BotRuntime) -> None:
+    handle = await runtime.open_session("terminal", language="en")
+    try:
+        events = handle.events()
+        message, _ = await turn(handle, events, "i want to talk to a human")
+        assert message.handoff and message.trace["handoff"]["route"] == "unserved"
+        assert not runtime.agents.takes_messages(handle.id)
+        answer, _ = await turn(handle, events, "where is my order?")  # answered, not forwarded into a queue nobody reads
+        assert "order number" in answer.text.lower()
+    finally:
+        await handle.close()
 
 
 @in_module_loop

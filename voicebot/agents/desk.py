@@ -57,7 +57,8 @@ class HeldByOther(DeskError):
 @dataclass
 class Route:
     """How a hand-off goes: ``agents`` (the console queue), ``callback`` or ``transferred`` (the
-    channel's own answer); ``unavailable``: why no agent can answer now (closed, no_agent)."""
+    channel's own answer), ``unserved`` (a session of no served channel: the terminal chat);
+    ``unavailable``: why no agent can answer now (closed, no_agent)."""
 
     mode: str
     unavailable: str | None = None
@@ -145,7 +146,11 @@ class AgentDesk:
         (a phone line transfers), else the agents' queue, saying truthfully when nobody is there."""
         engine = self.runtime.engines[session.tenant]
         channel = self.runtime.channels.get(session.channel)
-        transfer = await channel.transfer_at_handoff(session, reason) if channel is not None else None
+        if channel is None:  # not a served channel (the terminal chat): nobody could answer there, the bot goes on
+            route = Route("unserved")
+            self._routes[session.id] = route
+            return route
+        transfer = await channel.transfer_at_handoff(session, reason)
         if transfer is not None:
             route = Route(transfer.mode, text=transfer.text, language=transfer.language)
         else:
