@@ -7,7 +7,10 @@ clients. It writes three things:
 * how it reads its clients' input and renders ``handle.events()`` (typed events: ``BotTextChunk``,
   ``BotMessage``, ``ErrorEvent``...; a voice channel feeds PCM to a ``VoiceCall`` instead);
 * optionally ``say_goodbye(handle, goodbye)``: how its client hears the goodbye at a graceful
-  shutdown, and ``close()``.
+  shutdown, and ``close()``;
+* optionally ``transfer_at_handoff(session, reason)``: what happens when the bot hands the
+  conversation to a person on this channel (a phone channel transfers the call; default: the
+  agents' console takes it, see docs/agents.md).
 
 The rules every channel follows live here, not in each channel:
 
@@ -45,6 +48,7 @@ from voicebot.core.registry import NoOptions
 
 if TYPE_CHECKING:
     from voicebot.core.runtime import BotRuntime, SessionHandle
+    from voicebot.core.session import Session
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,18 @@ class Goodbye:
     text: str
     language: str
     resume: bool = True
+
+
+@dataclass(frozen=True)
+class HandoffTransfer:
+    """A channel's own answer to a hand-off (``Channel.transfer_at_handoff``). ``mode``:
+    ``transferred`` (the channel put the customer through to a person itself, e.g. a carrier
+    call transfer) or ``callback`` (a call-back request is stored for the agents' queue).
+    ``text`` replaces the hand-off message (say it in ``language``)."""
+
+    mode: str
+    text: str
+    language: str
 
 
 class Channel(ABC):
@@ -120,6 +136,15 @@ class Channel(ABC):
     async def close(self) -> None:
         """Stop accepting connections and end the live ones (default: nothing to do)."""
 
+    async def transfer_at_handoff(self, session: Session, reason: str | None) -> HandoffTransfer | None:
+        """Called once when the bot hands ``session`` to a person (``reason``: asked,
+        accepted_offer, sentiment, repeated_failure, identification_failed), before the hand-off
+        message is said. A channel that can transfer (a phone line) starts the transfer and
+        returns ``HandoffTransfer("transferred", what to say)``; one that cannot but should not
+        leave the customer waiting (a call) returns ``"callback"``. Default None: the
+        conversation joins the agents' console queue and the customer waits in it (chat)."""
+        return None
+
     def _sessions(self) -> dict[str, SessionHandle]:
         for session_id in [sid for sid, handle in self._live.items() if handle.closed]:
             del self._live[session_id]
@@ -138,6 +163,7 @@ def load_channels(runtime: BotRuntime) -> list[Channel]:
             raise ConfigError(f"server.channels: {backend!r} is not a voicebot Channel (subclass voicebot.channels.base.Channel)")
         section = settings.channels.get(cls.name, {})
         channels.append(registry.create("channel", backend, section, f"channels.{cls.name}", runtime=runtime))
+        runtime.channels[cls.name] = channels[-1]  # the agents' desk asks a session's channel at a hand-off
     unused = sorted(set(settings.channels) - {channel.name for channel in channels})
     if unused:
         raise ConfigError(f"channels.{unused[0]}: no such channel in server.channels {settings.server.channels}")

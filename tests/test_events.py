@@ -158,7 +158,7 @@ async def test_no_stage_reads_its_input_from_the_trace(tmp_path: Path, trained_m
     assert all(language == reply["language"] for reply in replies for _, language in reply["chunks"])
 
     # Every stage really ran blindfolded, and nothing it needed was missing.
-    assert {stage.name for stage in wrapped} == {"language", "nlu", "dialogue", "generation", "response", "storage"}
+    assert {stage.name for stage in wrapped} == {"language", "nlu", "dialogue", "handoff", "generation", "response", "storage"}
     assert all(stage.calls >= len(TURNS) for stage in wrapped)
     assert seen_by_the_customer(blind_replies) == seen_by_the_customer(replies)
     assert stored_facts(blind_stored) == stored_facts(stored)

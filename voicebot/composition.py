@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from voicebot.agents.stage import HandoffStage
 from voicebot.core.pipeline import Stage
 from voicebot.core.stages import ResponseStreamStage
 from voicebot.dialogue.stage import DialogueStage
@@ -27,6 +28,7 @@ def text_stages(runtime: BotRuntime, engine: DialogueEngine) -> list[Stage]:
         TextLanguageStage(engine),
         NluStage(engine),
         DialogueStage(engine, runtime if generation.state_tracking else None),
+        HandoffStage(runtime.agents),
         GenerationStage(runtime, engine.detector, generation, runtime.settings.privacy),
         ResponseStreamStage(),
         PersistStage(runtime.storage),

@@ -146,8 +146,10 @@ class VadSettings(BackendSection):
     backend: str = "silero"
 
 
-Scope = Literal["transcripts:read", "feedback:write", "domain:manage", "data:erase", "sessions:issue"]
-SCOPES: tuple[str, ...] = ("transcripts:read", "feedback:write", "domain:manage", "data:erase", "sessions:issue")
+Scope = Literal["transcripts:read", "feedback:write", "domain:manage", "data:erase", "sessions:issue",
+                "agents:act", "agents:issue"]
+SCOPES: tuple[str, ...] = ("transcripts:read", "feedback:write", "domain:manage", "data:erase", "sessions:issue",
+                           "agents:act", "agents:issue")
 
 
 class ApiKeySettings(_Section):
@@ -204,6 +206,28 @@ class PrivacySettings(_Section):
     retention_check_s: float = Field(3600, gt=0, description="how often the retention job runs")
 
 
+class HandoffWebhookSettings(_Section):
+    """Where a hand-off is posted (a helpdesk: Zendesk, Freshdesk, Chatwoot...); docs/agents.md."""
+
+    url: str | None = Field(None, description="POST each hand-off here (JSON, HMAC-SHA256 signed); unset: no webhook")
+    secret: SecretStr | None = Field(None, description="HMAC-SHA256 key of the X-Voicebot-Signature header (at least 16 characters)",
+                                     min_length=16)
+    attempts: int = Field(5, ge=1, le=20, description="tries per hand-off (retried on network errors and 5xx/429 answers)")
+    timeout_s: float = Field(10.0, gt=0, description="per try")
+    retry_wait_s: float = Field(1.0, gt=0, description="first wait between tries; doubles each try (with jitter)")
+
+
+class AgentSettings(_Section):
+    """Human agents (the /console): when they work and how hand-offs reach them (docs/agents.md)."""
+
+    opening_hours: list[str] = Field(default_factory=list, description='when agents work, e.g. ["mon-fri 09:00-17:00", '
+                                     '"sat 10:00-14:00"]; empty: always')
+    timezone: str = Field("UTC", description="IANA time zone of opening_hours, e.g. Europe/Berlin")
+    public_url: str = Field("", description="the server's public base URL, for console links in webhooks (e.g. https://bot.example.com)")
+    token_ttl_s: int = Field(8 * 3600, ge=60, description="lifetime of an agent token (POST /api/agents/tokens)")
+    webhook: HandoffWebhookSettings = Field(default_factory=HandoffWebhookSettings)
+
+
 class PipelineSettings(_Section):
     queue_size: int = Field(32, ge=1, description="Bound of each inter-stage queue")
     turn_timeout_s: float = Field(15.0, gt=0)
@@ -233,6 +257,7 @@ class Settings(BaseSettings):
     tenants: dict[str, TenantSettings] = Field(default_factory=dict, description="empty: one tenant 'default' serving domain.path")
     limits: LimitSettings = Field(default_factory=LimitSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    agents: AgentSettings = Field(default_factory=AgentSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -26,12 +26,13 @@ from starlette.routing import BaseRoute, Route
 
 from voicebot.access.limits import CallSlot
 from voicebot.access.tokens import SessionClaims
-from voicebot.channels.base import Channel, Goodbye
+from voicebot.channels.base import Channel, Goodbye, HandoffTransfer
 from voicebot.channels.webrtc.track import BotAudioTrack, CallerAudio
 from voicebot.channels.webrtc.wire import render
 from voicebot.core.errors import Refusal
 from voicebot.core.events import Event
 from voicebot.core.runtime import SessionHandle
+from voicebot.core.session import Session
 from voicebot.resources import web_dir
 from voicebot.voice.call import VoiceCall
 
@@ -279,6 +280,12 @@ class WebRTCChannel(Channel):
                   "resume": goodbye.resume})
             await asyncio.sleep(0.2)  # let the data channel carry it before the peer closes
         await self.end(handle.id, "server restarting")
+
+    async def transfer_at_handoff(self, session: Session, reason: str | None) -> HandoffTransfer:
+        """A browser call cannot be put through to a person: say so and store a call-back request
+        for the agents' queue (the call's conversation, with the customer's profile when known)."""
+        text, language = self.runtime.engines[session.tenant].locales.message("handoff_callback", session.state.language)
+        return HandoffTransfer("callback", text, language)
 
     async def close(self) -> None:
         for task in list(self._deadlines):

@@ -39,7 +39,7 @@ from voicebot.channels.websocket.protocol import (
     parse,
 )
 from voicebot.core.errors import Refusal, ResumeError, ShuttingDown
-from voicebot.core.events import BotMessage, BotTextChunk, ErrorEvent
+from voicebot.core.events import AgentMessage, AgentNotice, BotMessage, BotTextChunk, ErrorEvent
 from voicebot.core.runtime import BotRuntime, SessionHandle
 
 log = logging.getLogger(__name__)
@@ -301,6 +301,9 @@ class _Connection:
             raise ProtocolError("busy", f"at most {MAX_PENDING_TURNS} messages may wait for an answer; wait for the bot")
         turn_id = await self.handle.send_text(text)  # counts toward the message rate
         self.refused_in_a_row = 0
+        if self.handle.with_agents:  # stored and forwarded to the agents: no bot answer to wait for
+            await self.send({"type": "ack", "turn_id": turn_id, "client_id": message.client_id, "forwarded": True})
+            return
         self.pending.add(turn_id)
         await self.send({"type": "ack", "turn_id": turn_id, "client_id": message.client_id})
         await self.send({"type": "typing", "turn_id": turn_id, "on": True})
@@ -337,6 +340,11 @@ class _Connection:
                                      "handoff": event.handoff, "trace": event.trace})
                 elif isinstance(event, ErrorEvent):
                     await self.error(event.code, event.message, turn_id=event.turn_id)
+                elif isinstance(event, AgentMessage):
+                    await self.send({"type": "agent_message", "turn_id": event.turn_id, "text": event.text, "agent": event.agent})
+                elif isinstance(event, AgentNotice):
+                    await self.send({"type": "agent", "status": event.status, "agent": event.agent, "text": event.text,
+                                     "language": event.language})
             except (WebSocketDisconnect, RuntimeError, OSError):
                 gone = True  # client gone; the session still stores what it finishes
 

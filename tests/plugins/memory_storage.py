@@ -112,7 +112,7 @@ class MemoryStorage:
     async def end_conversation(self, conversation_id: str) -> None:
         conversation = self._conversations.get(conversation_id)
         if conversation is not None:
-            if conversation["status"] != "handed_off":
+            if conversation["status"] not in ("handed_off", "callback"):
                 conversation["status"] = "ended"
             conversation["updated_at"] = time.time()
 
@@ -154,6 +154,23 @@ class MemoryStorage:
             return None
         turns = [self._redactor.open_turn(dict(turn)) for _, turn in sorted(self._turns[conversation_id].items())]
         return {**{key: conversation[key] for key in CONVERSATION_KEYS}, "turns": turns, "state": json.loads(self._states[conversation_id])}
+
+    # -- the agents' queue --------------------------------------------------------------------------
+    async def set_status(self, conversation_id: str, status: str, tenant: str | None = None) -> bool:
+        conversation = self._conversation(conversation_id, tenant)
+        if conversation is not None:
+            conversation.update(status=status, updated_at=time.time())
+        return conversation is not None
+
+    async def list_by_status(self, statuses: Collection[str], tenant: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        found = [c for c in self._conversations.values() if c["status"] in statuses and tenant in (None, c["tenant"])]
+        found.sort(key=lambda c: c["updated_at"], reverse=True)
+        return [{key: c[key] for key in CONVERSATION_KEYS} for c in found[:limit]]
+
+    async def list_customer_conversations(self, user_id: str, tenant: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        found = [c for c in self._conversations.values() if c["user_id"] == user_id and tenant in (None, c["tenant"])]
+        found.sort(key=lambda c: c["created_at"], reverse=True)
+        return [{key: c[key] for key in CONVERSATION_KEYS} for c in found[:limit]]
 
     async def count_turns(self) -> int:
         return sum(len(turns) for turns in self._turns.values())

@@ -11,6 +11,7 @@ from limits import RateLimitItemPerMinute
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from voicebot.access.agent_tokens import AgentTokenIssuer
 from voicebot.access.apikeys import ApiKeyring
 from voicebot.access.secrets import load_signing_secret
 from voicebot.access.tokens import AccessDenied, OriginRefused, SessionClaims, SessionTokenIssuer
@@ -27,7 +28,9 @@ class AccessControl:
     def __init__(self, settings: Settings, tenants: list[str], data_dir: Path) -> None:
         self.settings = settings
         self.tenants = tenants
-        self.tokens = SessionTokenIssuer(load_signing_secret(settings.auth, data_dir), settings.auth.session_token_ttl_s)
+        secret = load_signing_secret(settings.auth, data_dir)
+        self.tokens = SessionTokenIssuer(secret, settings.auth.session_token_ttl_s)
+        self.agent_tokens = AgentTokenIssuer(secret, settings.agents.token_ttl_s)  # audience voicebot-agent: never a session token
         self.keys = ApiKeyring(settings.auth.api_keys, set(tenants))
         self._token_rate = RateLimitItemPerMinute(settings.limits.session_tokens_per_minute)
         self._limiter = MovingWindowRateLimiter(MemoryStorage())

@@ -185,3 +185,27 @@ class BotSpeaking(Event):
     """The bot started (``on``) or finished speaking an answer."""
 
     on: bool
+
+
+# human agents (voicebot.agents): what a person at the console sends into a customer's session.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentMessage(Event):
+    """A human agent's reply, already stored with the conversation; a channel shows it as from
+    a person, not the bot."""
+
+    text: str
+    agent: str  # the agent's display name
+    turn_index: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentNotice(Event):
+    """The conversation's hand-off changed: an agent ``joined``, ``returned`` it to the bot or
+    ``closed`` it. ``text`` is what the customer is told, in their language (may be empty)."""
+
+    status: str
+    agent: str
+    text: str = ""
+    language: str = ""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from voicebot.access.control import AccessControl
 from voicebot.access.limits import CallLimiter, MessageRateLimiter, SessionLimiter, SessionSlot
+from voicebot.agents.desk import AgentDesk
 from voicebot.config import ConfigError, Settings
 from voicebot.core.errors import ResumeError, ShuttingDown, UnknownTenant
 from voicebot.core.events import BotMessage, BotReply, ErrorEvent, Event, UserText
@@ -76,6 +77,11 @@ class SessionHandle:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def with_agents(self) -> bool:
+        """The conversation waits for or is held by a human agent: the bot does not answer."""
+        return self.runtime.agents.takes_messages(self.id)
+
     def count_message(self) -> None:
         """Count one message that makes the server work against the session's rate
         (``limits.messages_per_second``); ``LimitExceeded("rate_limited")`` when over it.
@@ -97,6 +103,9 @@ class SessionHandle:
         ``LimitExceeded("rate_limited")`` before anything starts when over it."""
         self.count_message()
         turn_id = secrets.token_hex(6)
+        if self.runtime.agents.takes_messages(self.id):  # with the agents: stored and forwarded, the bot stays silent
+            await self.runtime.agents.from_customer(self, turn_id, text)
+            return turn_id
         turn = self.pipeline.begin_turn(turn_id, user_text=text)
         if extra_trace:
             turn.trace.update(extra_trace)
@@ -113,6 +122,8 @@ class SessionHandle:
         async for event in self.pipeline.events():
             if isinstance(event, BotMessage | ErrorEvent):
                 self._finish(event.turn_id)
+            if isinstance(event, BotMessage) and event.handoff:
+                await self.runtime.agents.handed_off(self, event)  # queued before the customer can answer it
             yield event
 
     def _finish(self, turn_id: str) -> None:
@@ -175,6 +186,10 @@ class SessionHandle:
                 self.slot.release()  # after the drain: the slot stands for the work the session holds
             self.runtime.message_rate.forget(self.id)
         try:
+            await self.runtime.agents.session_ended(self)
+        except Exception:  # the desk must not keep a session from ending
+            log.exception("agents' desk: cannot note the end of session %s", self.id)
+        try:
             await self.runtime.storage.end_conversation(self.id)
         except Exception:  # storage closing at shutdown must not mask the session's end
             log.exception("cannot mark session %s ended", self.id)
@@ -211,6 +226,8 @@ class BotRuntime:
         self.session_limiter = SessionLimiter.from_settings(settings.limits)
         self.message_rate = MessageRateLimiter.from_settings(settings.limits)  # per session id; SessionHandle.send_text counts
         self.calls = CallLimiter(settings.voice.max_calls)  # shared by every voice channel (Channel.start_call)
+        self.channels: dict[str, Any] = {}  # name -> Channel, filled by load_channels (the desk asks them at a hand-off)
+        self.agents = AgentDesk(self)  # human agents: the hand-off queue, the consoles (voicebot.agents)
         self._swap_lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -372,6 +389,8 @@ class BotRuntime:
         handle.slot = slot
         self.sessions[session.id] = handle
         handle.start()
+        if handle.resumed:
+            await self.agents.attach(handle)  # back in the agents' queue if it waited there
         return handle
 
     def welcome(self, handle: SessionHandle) -> dict[str, Any]:

@@ -148,6 +148,20 @@ class Storage(Protocol):
         """One conversation with ``turns`` (``TURN_KEYS``, in index order, text in clear as
         sealed: redacted) and ``state`` (a dict); None when unknown or another tenant's."""
 
+    # -- the agents' queue (voicebot.agents) -------------------------------------------------------
+    async def set_status(self, conversation_id: str, status: str, tenant: str | None = None) -> bool:
+        """Set a conversation's status (the agents' desk: ``callback`` requested, ``closed`` by an
+        agent, ``active`` again with the bot); False when unknown (in ``tenant``). ``end_conversation``
+        keeps ``handed_off`` and ``callback``: they still wait for a person."""
+
+    async def list_by_status(self, statuses: Collection[str], tenant: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Up to ``limit`` conversations (``CONVERSATION_KEYS``) whose status is in ``statuses``,
+        most recently updated first: the stored part of the agents' queue."""
+
+    async def list_customer_conversations(self, user_id: str, tenant: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """Up to ``limit`` of one customer's conversations (``CONVERSATION_KEYS``), newest created
+        first: the console's customer view."""
+
     async def count_turns(self) -> int:
         """Every stored turn (health, tests)."""
 

@@ -201,7 +201,8 @@ class SqliteStorage:
         def write() -> None:
             with transaction(self.db):
                 self.db.execute(
-                    "UPDATE conversations SET status = CASE WHEN status = 'handed_off' THEN status ELSE 'ended' END, updated_at = ? WHERE id = ?",
+                    "UPDATE conversations SET status = CASE WHEN status IN ('handed_off', 'callback') THEN status ELSE 'ended' END, "
+                    "updated_at = ? WHERE id = ?",
                     (time.time(), conversation_id),
                 )
 
@@ -269,6 +270,42 @@ class SqliteStorage:
             state = self.db.execute("SELECT state FROM dialogue_state WHERE conversation_id = ?", (conversation_id,)).fetchone()
             conversation["state"] = self.sealer.open_json(state[0]) if state else None
             return conversation
+
+        return await self._call(read)
+
+    # -- the agents' queue (voicebot.agents) --------------------------------------------------------
+    async def set_status(self, conversation_id: str, status: str, tenant: str | None = None) -> bool:
+        """Set a conversation's status (agents: ``callback``, ``closed``, ``active``); False when unknown."""
+
+        def write() -> bool:
+            with transaction(self.db):
+                cursor = self.db.execute("UPDATE conversations SET status = ?, updated_at = ? WHERE id = ? AND (? IS NULL OR tenant = ?)",
+                                         (status, time.time(), conversation_id, tenant, tenant))
+            return cursor.rowcount > 0
+
+        return await self._call(write)
+
+    async def list_by_status(self, statuses: Collection[str], tenant: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Conversations whose status is one of ``statuses``, most recently updated first."""
+        wanted = list(statuses)
+        marks = ", ".join("?" for _ in wanted)
+
+        def read() -> list[dict[str, Any]]:
+            rows = self.db.execute(
+                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE status IN ({marks}) AND (? IS NULL OR tenant = ?) "
+                "ORDER BY updated_at DESC LIMIT ?", (*wanted, tenant, tenant, limit)).fetchall()
+            return [self.sealer.open_conversation(dict(zip(CONVERSATION_KEYS, row, strict=True))) for row in rows]
+
+        return await self._call(read) if wanted else []
+
+    async def list_customer_conversations(self, user_id: str, tenant: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """One customer's conversations, newest first (the console's customer view)."""
+
+        def read() -> list[dict[str, Any]]:
+            rows = self.db.execute(
+                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE user_id = ? AND (? IS NULL OR tenant = ?) "
+                "ORDER BY created_at DESC LIMIT ?", (user_id, tenant, tenant, limit)).fetchall()
+            return [self.sealer.open_conversation(dict(zip(CONVERSATION_KEYS, row, strict=True))) for row in rows]
 
         return await self._call(read)
 

@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS audit_log (
 );
 CREATE INDEX IF NOT EXISTS audit_log_tenant ON audit_log(tenant, id);
 CREATE INDEX IF NOT EXISTS conversations_user ON conversations(user_id);
+CREATE INDEX IF NOT EXISTS conversations_status ON conversations(status, updated_at);
 """
 
 # Every column that holds conversation content: sealed at write, opened at read, and
