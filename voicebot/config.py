@@ -137,8 +137,8 @@ class VadSettings(BackendSection):
     backend: str = "silero"
 
 
-Scope = Literal["transcripts:read", "feedback:write", "domain:manage", "data:erase", "sessions:issue"]
-SCOPES: tuple[str, ...] = ("transcripts:read", "feedback:write", "domain:manage", "data:erase", "sessions:issue")
+Scope = Literal["transcripts:read", "feedback:write", "domain:manage", "data:erase", "sessions:issue", "metrics:read"]
+SCOPES: tuple[str, ...] = ("transcripts:read", "feedback:write", "domain:manage", "data:erase", "sessions:issue", "metrics:read")
 
 
 class ApiKeySettings(_Section):
@@ -204,6 +204,24 @@ class PipelineSettings(_Section):
     history_turns: int = Field(10, ge=0)
 
 
+class MetricsSettings(_Section):
+    """Prometheus metrics (docs/operations.md): always at ``GET /metrics`` behind an API key with
+    scope metrics:read; ``listen`` also serves them without a key on a separate address."""
+
+    listen: str | None = Field(None, pattern=r"^[^\s:]*:\d{1,5}$", description="host:port of a separate, unauthenticated "
+                               "metrics listener (bind it to a private interface), e.g. 127.0.0.1:9464; unset: none")
+
+
+class TracingSettings(_Section):
+    """OpenTelemetry spans, one per turn with a child per stage (extra ``tracing``); off by default."""
+
+    enabled: bool = False
+    exporter: Literal["otlp", "console", "none"] = Field("otlp", description="otlp: OTLP over HTTP (needs "
+                                                         "opentelemetry-exporter-otlp-proto-http); none: the process's global tracer provider")
+    endpoint: str | None = Field(None, description="OTLP endpoint, e.g. http://collector:4318/v1/traces; unset: the OTEL_EXPORTER_* env")
+    service_name: str = "voicebot"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
 
@@ -224,6 +242,8 @@ class Settings(BaseSettings):
     tenants: dict[str, TenantSettings] = Field(default_factory=dict, description="empty: one tenant 'default' serving domain.path")
     limits: LimitSettings = Field(default_factory=LimitSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -25,6 +25,7 @@ from voicebot.dialogue.engine import DialogueEngine
 from voicebot.privacy.logs import LogRedaction
 from voicebot.privacy.retention import RetentionJob
 from voicebot.privacy.sealing import Sealer
+from voicebot.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from voicebot.core.registry import Registry
@@ -112,6 +113,7 @@ class SessionHandle:
     async def events(self) -> AsyncIterator[Event]:
         async for event in self.pipeline.events():
             if isinstance(event, BotMessage | ErrorEvent):
+                self.runtime.telemetry.turn_finished(self.pipeline.turns.get(event.turn_id), self.session.channel, event)
                 self._finish(event.turn_id)
             yield event
 
@@ -212,6 +214,7 @@ class BotRuntime:
         self.message_rate = MessageRateLimiter.from_settings(settings.limits)  # per session id; SessionHandle.send_text counts
         self.calls = CallLimiter(settings.voice.max_calls)  # shared by every voice channel (Channel.start_call)
         self._swap_lock = asyncio.Lock()
+        self.telemetry = Telemetry(self, settings)  # metrics (GET /metrics) and, when enabled, tracing spans
 
     async def start(self) -> None:
         await self.storage.open()
@@ -225,6 +228,7 @@ class BotRuntime:
         if self.settings.generation.backend != "none":
             self.generator = await asyncio.to_thread(self._load_generator, self.settings.generation.backend_options())
         self.retention.start()
+        self.telemetry.start()
 
     @property
     def engine(self) -> DialogueEngine:
@@ -319,6 +323,7 @@ class BotRuntime:
             self.voice.voices.close()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.storage.close()
+        self.telemetry.close()
         if self._log_redaction is not None:
             self._log_redaction.remove()
 
