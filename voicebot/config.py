@@ -137,8 +137,10 @@ class VadSettings(BackendSection):
     backend: str = "silero"
 
 
-Scope = Literal["transcripts:read", "feedback:write", "domain:manage", "data:erase", "sessions:issue", "metrics:read"]
-SCOPES: tuple[str, ...] = ("transcripts:read", "feedback:write", "domain:manage", "data:erase", "sessions:issue", "metrics:read")
+Scope = Literal["transcripts:read", "feedback:write", "domain:manage", "data:erase", "sessions:issue", "metrics:read",
+                "analytics:read"]
+SCOPES: tuple[str, ...] = ("transcripts:read", "feedback:write", "domain:manage", "data:erase", "sessions:issue", "metrics:read",
+                           "analytics:read")
 
 
 class ApiKeySettings(_Section):
