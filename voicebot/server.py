@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 
 from voicebot import __version__
-from voicebot.api import analytics, conversations, domain, feedback, generator, health, insights, metrics, privacy, sessions
+from voicebot.api import analytics, conversations, dashboard, domain, feedback, generator, health, insights, metrics, privacy, sessions
 from voicebot.api.common import declare_auth_responses
 from voicebot.channels.base import load_channels
 from voicebot.config import Settings
@@ -24,7 +24,7 @@ from voicebot.resources import web_dir
 log = logging.getLogger(__name__)
 
 # In this order: it is the order of the paths in the OpenAPI document.
-TOPICS = (health, sessions, conversations, feedback, generator, privacy, domain, metrics, analytics, insights)
+TOPICS = (health, sessions, conversations, feedback, generator, privacy, domain, metrics, analytics, insights, dashboard)
 
 
 def create_app(settings: Settings) -> FastAPI:

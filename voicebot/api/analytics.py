@@ -38,6 +38,7 @@ class Satisfaction(BaseModel):
 
 class Analytics(BaseModel):
     tenant: str | None
+    tenants: list[str] = []  # the tenants the key reaches (the dashboard's filter)
     since: float
     until: float
     bucket_s: float
@@ -119,6 +120,8 @@ def router(runtime: BotRuntime) -> APIRouter:
         if caller.tenant is not None and caller.tenant not in runtime.engines:
             raise HTTPException(404, f"this server hosts no tenant {caller.tenant!r}")
         query = period_query(since, until, bucket, caller.tenant)
-        return shape(query, await runtime.storage.analytics(query))
+        result = shape(query, await runtime.storage.analytics(query))
+        result.tenants = sorted(t for t in runtime.engines if caller.principal.can_reach(t))
+        return result
 
     return api
