@@ -111,7 +111,7 @@ def period_query(since: float | None, until: float | None, bucket_s: float | Non
 def router(runtime: BotRuntime) -> APIRouter:
     api = APIRouter()
 
-    @api.get("/api/analytics", response_model=Analytics, tags=["analytics"], responses={422: {"description": "a period that makes no sense"}})
+    @api.get("/api/analytics", response_model=Analytics, tags=["analytics"], responses={404: {"description": "no such tenant"}, 422: {"description": "a period that makes no sense"}})
     async def analytics(since: float | None = Query(None, alias="from", ge=0, le=1e11, description="epoch seconds; default: 'to' - 7 days"),
                         until: float | None = Query(None, alias="to", ge=0, le=1e11, description="epoch seconds; default: now"),
                         bucket: float | None = Query(None, ge=1, le=MAX_PERIOD_S, description="seconds per point; default: about 48 points"),

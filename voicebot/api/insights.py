@@ -92,7 +92,7 @@ def router(runtime: BotRuntime) -> APIRouter:
         return await unanswered_topics(runtime.storage, query, method=method, min_size=min_size), query.since, query.until
 
     @api.get("/api/insights/unanswered", response_model=UnansweredTopics, tags=["insights"],
-             responses={422: {"description": "a period that makes no sense"}})
+             responses={404: {"description": "no such tenant"}, 422: {"description": "a period that makes no sense"}})
     async def unanswered(since: float | None = Query(None, alias="from", ge=0, le=1e11, description="epoch seconds; default: 'to' - 30 days"),
                          until: float | None = Query(None, alias="to", ge=0, le=1e11, description="epoch seconds; default: now"),
                          min_size: int = Query(2, ge=1, le=1000, description="the fewest messages a topic has"),
@@ -107,7 +107,7 @@ def router(runtime: BotRuntime) -> APIRouter:
                                 topics=[topic_out(t) for t in found.topics])
 
     @api.post("/api/insights/proposals", response_model=ProposalWritten, status_code=201, tags=["insights"],
-              responses={404: {"description": "no such topic in the period"}, 409: {"description": "a proposal of that name exists"},
+              responses={404: {"description": "no such tenant, or no such topic in the period"}, 409: {"description": "a proposal of that name exists"},
                          422: {"description": "the domain would not load with the proposal"}, **BAD_BODY})
     async def propose(body: ProposalRequest, caller: Caller = Depends(requires("domain:manage"))) -> ProposalWritten:
         """Write ``proposals/<name>.yaml`` in the tenant's domain folder from a topic's messages;
