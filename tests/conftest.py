@@ -27,7 +27,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 ADMIN_KEY = "test-admin-key-0123456789abcdef"
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
 ADMIN_KEYS_ENV = json.dumps([{"name": "tests", "key": ADMIN_KEY, "tenant": "*",
-                              "scopes": ["transcripts:read", "feedback:write", "domain:manage", "data:erase", "sessions:issue"]}])
+                              "scopes": ["transcripts:read", "feedback:write", "domain:manage", "data:erase", "sessions:issue", "metrics:read", "analytics:read"]}])
 
 
 def free_port() -> int:

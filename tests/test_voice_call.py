@@ -163,6 +163,9 @@ async def test_a_call_without_webrtc_hears_pcm_at_any_rate_and_speaks_at_the_sin
     caller_audio = wav_at(question_wav[0], caller_rate, dtype, tmp_path)
     sink = MemorySink(sink_rate)
     events: list[Event] = []
+    registry = runtime.telemetry.metrics.registry
+    heard_before = registry.get_sample_value("voicebot_voice_to_voice_seconds_count") or 0
+    rtf_before = registry.get_sample_value("voicebot_asr_real_time_factor_count") or 0
     handle = await runtime.open_session("memory", language="en")
     call = VoiceCall(runtime.voice, handle, sink, events.append)
     try:
@@ -184,6 +187,9 @@ async def test_a_call_without_webrtc_hears_pcm_at_any_rate_and_speaks_at_the_sin
         # The whole answer spoken: the bot stopped speaking after it started.
         await wait_until(lambda: [e.on for e in of(BotSpeaking)][-2:] == [True, False], budget.turn(), f"the spoken answer; events {events}")
         assert of(FirstAudio) and of(FirstAudio)[0].turn_id == of(BotMessage)[0].turn_id
+        # The metrics (GET /metrics) saw the call: its voice-to-voice latency and recognition speed.
+        assert registry.get_sample_value("voicebot_voice_to_voice_seconds_count") == heard_before + len(of(FirstAudio))
+        assert registry.get_sample_value("voicebot_asr_real_time_factor_count") == rtf_before + len(of(UserTranscript))
     finally:
         await call.close()
 

@@ -314,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.set_defaults(func=cmd_rotate_keys)
 
     _add_learning_commands(sub)
+    from voicebot.learning import insights_cli
+
+    insights_cli.add_command(sub, common)
     _add_models_command(sub)
     _add_call_command(sub)
     return parser

@@ -147,9 +147,9 @@ class VadSettings(BackendSection):
 
 
 Scope = Literal["transcripts:read", "feedback:write", "domain:manage", "data:erase", "sessions:issue",
-                "agents:act", "agents:issue"]
+                "agents:act", "agents:issue", "metrics:read", "analytics:read"]
 SCOPES: tuple[str, ...] = ("transcripts:read", "feedback:write", "domain:manage", "data:erase", "sessions:issue",
-                           "agents:act", "agents:issue")
+                           "agents:act", "agents:issue", "metrics:read", "analytics:read")
 
 
 class ApiKeySettings(_Section):
@@ -237,6 +237,24 @@ class PipelineSettings(_Section):
     history_turns: int = Field(10, ge=0)
 
 
+class MetricsSettings(_Section):
+    """Prometheus metrics (docs/operations.md): always at ``GET /metrics`` behind an API key with
+    scope metrics:read; ``listen`` also serves them without a key on a separate address."""
+
+    listen: str | None = Field(None, pattern=r"^[^\s:]*:\d{1,5}$", description="host:port of a separate, unauthenticated "
+                               "metrics listener (bind it to a private interface), e.g. 127.0.0.1:9464; unset: none")
+
+
+class TracingSettings(_Section):
+    """OpenTelemetry spans, one per turn with a child per stage (extra ``tracing``); off by default."""
+
+    enabled: bool = False
+    exporter: Literal["otlp", "console", "none"] = Field("otlp", description="otlp: OTLP over HTTP (needs "
+                                                         "opentelemetry-exporter-otlp-proto-http); none: the process's global tracer provider")
+    endpoint: str | None = Field(None, description="OTLP endpoint, e.g. http://collector:4318/v1/traces; unset: the OTEL_EXPORTER_* env")
+    service_name: str = "voicebot"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
 
@@ -258,6 +276,8 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     agents: AgentSettings = Field(default_factory=AgentSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     @classmethod
     def settings_customise_sources(

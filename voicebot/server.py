@@ -14,7 +14,20 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 
 from voicebot import __version__
-from voicebot.api import agents, conversations, domain, feedback, generator, health, privacy, sessions
+from voicebot.api import (
+    agents,
+    analytics,
+    conversations,
+    dashboard,
+    domain,
+    feedback,
+    generator,
+    health,
+    insights,
+    metrics,
+    privacy,
+    sessions,
+)
 from voicebot.api.common import declare_auth_responses
 from voicebot.channels.base import load_channels
 from voicebot.config import Settings
@@ -24,7 +37,7 @@ from voicebot.resources import web_dir
 log = logging.getLogger(__name__)
 
 # In this order: it is the order of the paths in the OpenAPI document.
-TOPICS = (health, sessions, conversations, feedback, generator, privacy, domain, agents)
+TOPICS = (health, sessions, conversations, feedback, generator, privacy, domain, agents, metrics, analytics, insights, dashboard)
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -173,7 +173,10 @@ class _Connection:
         if not abort_transport(self.ws) and self.reader is not None and self.reader is not asyncio.current_task():
             self.reader.cancel()  # no transport to abort: at least stop waiting for frames
 
-    async def error(self, code: str, message: str, **extra: Any) -> None:
+    async def error(self, code: str, message: str, *, counted: bool = False, **extra: Any) -> None:
+        """An error frame; counted in ``voicebot_errors_total`` unless the runtime already counted it."""
+        if not counted:
+            self.runtime.telemetry.error(code)
         await self.send({"type": "error", "code": code, "message": message, **extra})
 
     async def next_frame(self) -> dict[str, Any]:
@@ -339,7 +342,7 @@ class _Connection:
                     await self.send({"type": "message", "turn_id": event.turn_id, "text": event.text, "language": event.language,
                                      "handoff": event.handoff, "trace": event.trace})
                 elif isinstance(event, ErrorEvent):
-                    await self.error(event.code, event.message, turn_id=event.turn_id)
+                    await self.error(event.code, event.message, turn_id=event.turn_id, counted=True)  # the runtime counts a turn's errors
                 elif isinstance(event, AgentMessage):
                     await self.send({"type": "agent_message", "turn_id": event.turn_id, "text": event.text, "agent": event.agent})
                 elif isinstance(event, AgentNotice):

@@ -28,9 +28,11 @@ from voicebot.privacy import deletion
 from voicebot.privacy.audit import audit_record
 from voicebot.privacy.rotation import rotation_result
 from voicebot.privacy.sealing import Sealer
+from voicebot.storage.analytics import AnalyticsQuery, aggregate, turn_facts
 from voicebot.storage.base import (
     CONVERSATION_KEYS,
     RESUME_KEYS,
+    TURN_KEYS,
     ExportTurn,
     StoredTurn,
     check_conversation_rating,
@@ -101,6 +103,7 @@ class MemoryStorage:
             "turn_index": turn.turn_index, "turn_id": turn.turn_id, "user_text": user_text, "bot_text": bot_text,
             "language": turn.language, "intent": turn.intent, "path": turn.path, "trace": trace, "created_at": now,
             "rating": None, "feedback": None, "interrupted": 0, "delivered_text": None,
+            **vars(turn_facts(turn.trace, turn.path)), "conversation_id": turn.conversation_id,
         }
         self._states[turn.conversation_id] = json.dumps(saved, ensure_ascii=False)
         conversation.update(language=saved["language"], status=status, turn_count=max(conversation["turn_count"], turn.turn_index),
@@ -152,7 +155,7 @@ class MemoryStorage:
         conversation = self._conversation(conversation_id, tenant)
         if conversation is None:
             return None
-        turns = [self._redactor.open_turn(dict(turn)) for _, turn in sorted(self._turns[conversation_id].items())]
+        turns = [self._redactor.open_turn({key: turn[key] for key in TURN_KEYS}) for _, turn in sorted(self._turns[conversation_id].items())]
         return {**{key: conversation[key] for key in CONVERSATION_KEYS}, "turns": turns, "state": json.loads(self._states[conversation_id])}
 
     # -- the agents' queue --------------------------------------------------------------------------
@@ -171,6 +174,18 @@ class MemoryStorage:
         found = [c for c in self._conversations.values() if c["user_id"] == user_id and tenant in (None, c["tenant"])]
         found.sort(key=lambda c: c["created_at"], reverse=True)
         return [{key: c[key] for key in CONVERSATION_KEYS} for c in found[:limit]]
+
+    async def analytics(self, query: AnalyticsQuery) -> dict[str, list[tuple[Any, ...]]]:
+        return aggregate((turn for turns in self._turns.values() for turn in turns.values()), self._conversations, query)
+
+    async def unanswered_turns(self, query: AnalyticsQuery, limit: int) -> list[dict[str, Any]]:
+        found = [{"conversation_id": t["conversation_id"], "turn_index": t["turn_index"], "user_text": t["user_text"], "language": t["language"],
+                  "intent": t["intent"], "reason": t["unanswered"] or "rated_down", "rating": t["rating"], "created_at": t["created_at"],
+                  "tenant": self._conversations[t["conversation_id"]]["tenant"]}
+                 for turns in self._turns.values() for t in turns.values()
+                 if query.since <= t["created_at"] < query.until and (t["unanswered"] or t["rating"] == -1)
+                 and (query.tenant is None or self._conversations[t["conversation_id"]]["tenant"] == query.tenant)]
+        return sorted(found, key=lambda row: -row["created_at"])[:limit]
 
     async def count_turns(self) -> int:
         return sum(len(turns) for turns in self._turns.values())

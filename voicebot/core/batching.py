@@ -34,6 +34,11 @@ class BatchItem(Generic[Req]):
         return self.future.done()
 
 
+# Who hears of every batch a batcher of this process starts (name, size, the oldest item's wait
+# in seconds): the metrics (voicebot.telemetry) subscribe. A listener must be quick and not raise.
+BatchListener = Callable[[str, int, float], None]
+batch_listeners: list[BatchListener] = []
+
 BatchRunner = Callable[[Sequence[BatchItem[Req]]], "Sequence[Res | BaseException] | Awaitable[Sequence[Res | BaseException]]"]
 
 
@@ -119,6 +124,9 @@ class Batcher(Generic[Req, Res]):
             self.stats.batches += 1
             self.stats.items += len(batch)
             self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(batch))
+            waited = time.monotonic() - min(item.enqueued_at for item in batch)
+            for listener in list(batch_listeners):
+                listener(self.name, len(batch), waited)
             try:
                 await self._run_isolated(batch)
             except Exception as exc:  # a bug here must fail these callers, not leave every later one waiting

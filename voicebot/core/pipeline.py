@@ -35,6 +35,7 @@ class TurnContext:
     timings_ms: dict[str, float] = field(default_factory=dict)
     trace: dict[str, Any] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    stage_started_ns: dict[str, int] = field(default_factory=dict)  # wall clock, for tracing spans
 
     def add_timing(self, stage: str, seconds: float) -> None:
         self.timings_ms[stage] = round(self.timings_ms.get(stage, 0.0) + seconds * 1000.0, 3)
@@ -172,6 +173,7 @@ class SessionPipeline:
                 await outbox.put(produced)
 
         started = time.perf_counter()
+        turn.stage_started_ns.setdefault(stage.name, time.time_ns())
         task = asyncio.get_running_loop().create_task(drive())
         turn.tasks.add(task)
         limit = self.stage_timeout_s if stage.time_limited else None

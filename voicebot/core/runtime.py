@@ -26,6 +26,7 @@ from voicebot.dialogue.engine import DialogueEngine
 from voicebot.privacy.logs import LogRedaction
 from voicebot.privacy.retention import RetentionJob
 from voicebot.privacy.sealing import Sealer
+from voicebot.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from voicebot.core.registry import Registry
@@ -121,6 +122,7 @@ class SessionHandle:
     async def events(self) -> AsyncIterator[Event]:
         async for event in self.pipeline.events():
             if isinstance(event, BotMessage | ErrorEvent):
+                self.runtime.telemetry.turn_finished(self.pipeline.turns.get(event.turn_id), self.session.channel, event)
                 self._finish(event.turn_id)
             if isinstance(event, BotMessage) and event.handoff:
                 await self.runtime.agents.handed_off(self, event)  # queued before the customer can answer it
@@ -229,6 +231,7 @@ class BotRuntime:
         self.channels: dict[str, Any] = {}  # name -> Channel, filled by load_channels (the desk asks them at a hand-off)
         self.agents = AgentDesk(self)  # human agents: the hand-off queue, the consoles (voicebot.agents)
         self._swap_lock = asyncio.Lock()
+        self.telemetry = Telemetry(self, settings)  # metrics (GET /metrics) and, when enabled, tracing spans
 
     async def start(self) -> None:
         await self.storage.open()
@@ -242,6 +245,7 @@ class BotRuntime:
         if self.settings.generation.backend != "none":
             self.generator = await asyncio.to_thread(self._load_generator, self.settings.generation.backend_options())
         self.retention.start()
+        self.telemetry.start()
 
     @property
     def engine(self) -> DialogueEngine:
@@ -336,6 +340,7 @@ class BotRuntime:
             self.voice.voices.close()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.storage.close()
+        self.telemetry.close()
         if self._log_redaction is not None:
             self._log_redaction.remove()
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from voicebot.dialogue.proposals import load_proposals
 from voicebot.dialogue.yamlsource import DomainFileError, YamlDoc, load_yaml
 
 MIN_EXAMPLES_PER_INTENT = 15
@@ -179,6 +180,7 @@ class _Loader:
             self.load_examples(domain, language)
             self.load_articles(domain, language)
             self.load_responses(domain, language)
+        load_proposals(self, domain)  # proposals/*.yaml: drafted from unanswered topics (voicebot.dialogue.proposals)
         self.check_cross_language(domain)
         return domain
 

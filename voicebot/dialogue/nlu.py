@@ -77,6 +77,8 @@ def fingerprint(domain: Domain, settings: NluSettings | None = None) -> str:
     digest.update((domain.folder / "domain.yaml").read_bytes())
     for language in sorted(domain.examples):
         digest.update((domain.folder / "nlu" / f"{language}.yaml").read_bytes())
+    for proposal in sorted((domain.folder / "proposals").glob("*.yaml")):  # their examples train the model too
+        digest.update(proposal.read_bytes())
     return digest.hexdigest()[:16]
 
 

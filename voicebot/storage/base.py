@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from voicebot.core.session import DialogueState
     from voicebot.privacy.sealing import Sealer
+    from voicebot.storage.analytics import AnalyticsQuery
 
 TURN_RATINGS = (-1, 1)
 CONVERSATION_RATINGS = range(1, 6)
@@ -161,6 +162,17 @@ class Storage(Protocol):
     async def list_customer_conversations(self, user_id: str, tenant: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """Up to ``limit`` of one customer's conversations (``CONVERSATION_KEYS``), newest created
         first: the console's customer view."""
+
+    async def analytics(self, query: AnalyticsQuery) -> dict[str, list[tuple[Any, ...]]]:
+        """The dashboard's aggregates of the turns created in the query's period (and tenant):
+        ``voicebot.storage.analytics.ANALYTICS_KEYS`` says each key's rows. Count in the
+        database; only aggregates come back. A turn's countable facts are ``turn_facts`` of it,
+        stored beside it by ``save_turn``."""
+
+    async def unanswered_turns(self, query: AnalyticsQuery, limit: int) -> list[dict[str, Any]]:
+        """Turns of the period the bot could not answer (``turn_facts(...).unanswered``) or that
+        were rated down (reason ``rated_down``), newest first, at most ``limit``: dicts of
+        ``voicebot.storage.analytics.UNANSWERED_COLUMNS``, ``user_text`` as sealed (redacted), in clear."""
 
     async def count_turns(self) -> int:
         """Every stored turn (health, tests)."""

@@ -34,6 +34,7 @@ from voicebot.privacy.crypto import PREFIX
 from voicebot.privacy.rotation import rotation_result
 from voicebot.privacy.sealing import Sealer
 from voicebot.storage import sqlite_deletion as sql_deletion
+from voicebot.storage.analytics import AnalyticsQuery, turn_facts
 from voicebot.storage.base import (
     CONVERSATION_KEYS,
     RESUME_KEYS,
@@ -44,6 +45,7 @@ from voicebot.storage.base import (
     check_turn_rating,
     hash_token,
 )
+from voicebot.storage.sqlite_analytics import analytics_rows, unanswered_rows
 from voicebot.storage.sqlite_audit import insert_audit, list_audit_rows
 from voicebot.storage.sqlite_export import PAGE_ROWS, connect_read_only, export_cursor
 from voicebot.storage.sqlite_rotation import rotate_all
@@ -161,11 +163,12 @@ class SqliteStorage:
         now = time.time()
         with transaction(self.db):
             for (turn, state, status), ((user_text, bot_text, trace), sealed_state) in zip(payloads, sealed, strict=True):
+                facts = turn_facts(turn.trace, turn.path)
                 self.db.execute(
-                    "INSERT OR REPLACE INTO turns (conversation_id, turn_index, turn_id, user_text, bot_text, language, intent, path, trace, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO turns (conversation_id, turn_index, turn_id, user_text, bot_text, language, intent, path, trace, created_at, "
+                    "handoff_reason, unanswered, sentiment, timings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (turn.conversation_id, turn.turn_index, turn.turn_id, user_text, bot_text, turn.language, turn.intent, turn.path,
-                     trace, now),
+                     trace, now, facts.handoff_reason, facts.unanswered, facts.sentiment, facts.timings),
                 )
                 self.db.execute(
                     "UPDATE dialogue_state SET state = ?, updated_at = ? WHERE conversation_id = ?",
@@ -306,6 +309,21 @@ class SqliteStorage:
                 f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE user_id = ? AND (? IS NULL OR tenant = ?) "
                 "ORDER BY created_at DESC LIMIT ?", (user_id, tenant, tenant, limit)).fetchall()
             return [self.sealer.open_conversation(dict(zip(CONVERSATION_KEYS, row, strict=True))) for row in rows]
+
+        return await self._call(read)
+
+    async def analytics(self, query: AnalyticsQuery) -> dict[str, list[tuple[Any, ...]]]:
+        """The dashboard's aggregates, counted in SQL (voicebot.storage.sqlite_analytics)."""
+        return await self._call(analytics_rows, self.db, query)
+
+    async def unanswered_turns(self, query: AnalyticsQuery, limit: int) -> list[dict[str, Any]]:
+        """Turns the bot could not answer or that were rated down, newest first, text as stored (redacted)."""
+
+        def read() -> list[dict[str, Any]]:
+            rows = unanswered_rows(self.db, query, limit)
+            for row in rows:
+                row["user_text"] = self.sealer.open(row["user_text"]) or ""
+            return rows
 
         return await self._call(read)
 

@@ -58,7 +58,9 @@ CREATE TABLE IF NOT EXISTS user_profiles (
 # Columns added after the first release: databases created before them get them at open.
 ADDED_COLUMNS = {
     "conversations": {"rating": "INTEGER", "feedback": "TEXT", "tenant": "TEXT NOT NULL DEFAULT 'default'"},
-    "turns": {"rating": "INTEGER", "feedback": "TEXT", "interrupted": "INTEGER NOT NULL DEFAULT 0", "delivered_text": "TEXT"},
+    "turns": {"rating": "INTEGER", "feedback": "TEXT", "interrupted": "INTEGER NOT NULL DEFAULT 0", "delivered_text": "TEXT",
+              # Countable facts of the turn in clear (codes and numbers, no text): voicebot.storage.analytics.
+              "handoff_reason": "TEXT", "unanswered": "TEXT", "sentiment": "REAL", "timings": "TEXT"},
 }
 
 # After the added columns exist: the audit log and the indexes erasure and tenants read by.
@@ -75,6 +77,8 @@ CREATE TABLE IF NOT EXISTS audit_log (
 CREATE INDEX IF NOT EXISTS audit_log_tenant ON audit_log(tenant, id);
 CREATE INDEX IF NOT EXISTS conversations_user ON conversations(user_id);
 CREATE INDEX IF NOT EXISTS conversations_status ON conversations(status, updated_at);
+CREATE INDEX IF NOT EXISTS turns_created ON turns(created_at);
+CREATE INDEX IF NOT EXISTS conversations_created ON conversations(created_at);
 """
 
 # Every column that holds conversation content: sealed at write, opened at read, and

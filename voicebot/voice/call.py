@@ -89,6 +89,8 @@ class VoiceCall:
 
     def _deliver(self, event: Event) -> None:
         """A status event to the transport; one it fails to render must not end the call."""
+        if isinstance(event, FirstAudio):
+            self.handle.runtime.telemetry.first_audio(event.after_end_of_turn_ms)
         try:
             self.on_event(event)
         except Exception:  # noqa: BLE001
