@@ -125,6 +125,9 @@ class PostgresStorage:
         pool = AsyncConnectionPool(
             self.url, min_size=options.pool_min, max_size=options.pool_max, open=False, name="voicebot-storage",
             timeout=options.connect_timeout_s, check=AsyncConnectionPool.check_connection,
+            # The pool's own reconnection backs off exponentially (1, 2, 4... s): after a long outage it could wait that
+            # long once PostgreSQL is back. Giving up after retry_for_s makes the next request start a fresh attempt at once.
+            reconnect_timeout=max(options.retry_for_s, 1.0),
             kwargs={"connect_timeout": max(1, round(options.connect_timeout_s)), "application_name": "voicebot",
                     "options": f"-c statement_timeout={round(options.statement_timeout_s * 1000)}"},
         )
