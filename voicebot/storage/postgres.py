@@ -89,10 +89,11 @@ class PostgresStorage:
         pool_min: int = Field(1, ge=0, description="connections kept open per worker")
         pool_max: int = Field(10, ge=1, description="connections a worker may open at most; the sum over workers must stay "
                                                   "below the server's max_connections")
-        connect_timeout_s: float = Field(5.0, gt=0, description="one connection attempt (and a wait for a free pooled one)")
+        connect_timeout_s: float = Field(3.0, gt=0, description="one connection attempt (and a wait for a free pooled one)")
         statement_timeout_s: float = Field(5.0, gt=0, description="the server cancels a statement running longer")
-        retry_for_s: float = Field(8.0, ge=0, description="how long a turn's save is retried through lost connections and restarts "
-                                                         "before the client gets storage_failed; keep it below pipeline.turn_timeout_s")
+        retry_for_s: float = Field(6.0, ge=0, description="how long a turn's save is retried through lost connections and restarts "
+                                                         "before the client gets storage_failed; keep retry_for_s + the larger timeout "
+                                                         "below pipeline.turn_timeout_s")
         start_timeout_s: float = Field(30.0, gt=0, description="at start, how long to wait for PostgreSQL to accept connections")
 
     @classmethod
