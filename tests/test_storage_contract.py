@@ -160,3 +160,18 @@ async def test_a_tool_does_not_create_a_store_where_none_is(storage_backend: Bac
     with pytest.raises(FileNotFoundError):
         await storage.open(create=False)
     await storage.close()
+
+
+async def test_a_turn_that_cannot_be_stored_fails_alone_and_the_turns_saved_with_it_are_kept(storage_backend: BackendUnderTest) -> None:
+    storage = await storage_backend.open()
+    try:
+        for number in range(6):
+            await storage.create_conversation(f"c{number}", f"token-{number}", "websocket", "en", None, DialogueState(language="en"))
+        saves = [storage.save_turn(turn(f"c{number}", 1), state_after(1), "active") for number in range(6)]
+        saves.insert(3, storage.save_turn(turn("never-started", 1), state_after(1), "active"))  # no such conversation
+        results = await asyncio.gather(*saves, return_exceptions=True)  # committed together, as concurrent sessions' turns are
+        assert [isinstance(result, Exception) for result in results] == [False, False, False, True, False, False, False]
+        assert storage_backend.raw_rows("SELECT COUNT(*) FROM turns") == [(6,)]
+        assert await storage.integrity_ok()
+    finally:
+        await storage.close()

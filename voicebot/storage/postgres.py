@@ -223,7 +223,7 @@ class PostgresStorage:
         # One conversation's rows always in the same order (sorted, stable), so two workers'
         # batches cannot deadlock on each other; a conversation's later turn stays after its earlier one.
         writes = sorted(writes, key=lambda w: w.conversation_id)
-        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction(), conn.cursor() as cursor:
             # Saving the same index again replaces the turn, ratings and interruption included (as SQLite's INSERT OR REPLACE).
             await cursor.executemany(
                 "INSERT INTO turns (conversation_id, turn_index, turn_id, user_text, bot_text, language, intent, path, trace, created_at) "
