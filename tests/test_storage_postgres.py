@@ -166,3 +166,22 @@ async def test_a_retried_conversation_start_is_recognised_and_a_taken_id_refused
             await storage.create_conversation("c1", "another-token", "websocket", "en", None, DialogueState(language="en"))
     finally:
         await storage.close()
+
+
+async def test_closing_waits_for_the_turn_being_committed(postgres_url: str) -> None:
+    storage = PostgresStorage(postgres_url)
+    await storage.open()
+    await storage.create_conversation("c1", "token-1", "websocket", "en", None, DialogueState(language="en"))
+    # A slow commit for real: another transaction holds the turns table, so the save waits inside its own.
+    blocker = await psycopg.AsyncConnection.connect(postgres_url)
+    await blocker.execute("LOCK TABLE turns IN EXCLUSIVE MODE")
+    saving = asyncio.create_task(storage.save_turn(a_turn("c1", 1), DialogueState(language="en", turn_count=1), "active"))
+    while not rows(postgres_url, "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO turns%'"):
+        await asyncio.sleep(0.05)
+    closing = asyncio.create_task(storage.close())  # a shutdown while the turn is being committed
+    await asyncio.sleep(0.2)
+    await blocker.commit()  # the lock goes: the save finishes
+    await blocker.close()
+    await asyncio.wait_for(closing, HANG)
+    await asyncio.wait_for(saving, HANG)  # submitted before close: stored, and the caller told so
+    assert rows(postgres_url, "SELECT turn_index FROM turns") == [(1,)]

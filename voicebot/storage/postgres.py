@@ -107,6 +107,8 @@ class PostgresStorage:
         self.sealer = sealer or Sealer()
         self._pool: AsyncConnectionPool | None = None
         self._turn_batcher: Batcher[TurnPayload, None] = Batcher(self._write_turn_batch, max_batch=128, max_wait_s=0.0, name="storage")
+        # Held while a batch of turns is written: close() waits for it, so a turn being committed is not cut off.
+        self._writing = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"PostgresStorage({describe_url(self.url)})"
@@ -150,7 +152,10 @@ class PostgresStorage:
         self._pool = pool
 
     async def close(self) -> None:
-        await self._turn_batcher.close()
+        """The batch being committed finishes first (its callers are told it is stored); turns
+        still queued behind it fail with "storage closed", as with SQLite."""
+        async with self._writing:
+            await self._turn_batcher.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -212,7 +217,8 @@ class PostgresStorage:
     async def _write_turn_batch(self, items: Sequence[BatchItem[TurnPayload]]) -> list[None | BaseException]:
         writes = await asyncio.to_thread(seal_turn_writes, self.sealer, [item.payload for item in items])
         try:
-            await self._retry(lambda: self._write_turns(writes))
+            async with self._writing:
+                await self._retry(lambda: self._write_turns(writes))
         except Exception as exc:
             if is_transient(exc):  # the server is away: every turn of the batch fails now, none is tried alone again
                 return [exc] * len(items)
