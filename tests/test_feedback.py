@@ -1,5 +1,6 @@
 """Customer feedback: thumbs per answer and stars per conversation, over the websocket and REST,
-validated, stored in SQLite and kept across a restart (and in databases from before feedback)."""
+validated, stored (SQLite, and PostgreSQL for the restart) and kept across a restart (and in SQLite
+databases from before feedback)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import ChatClient, ServerProcess, authorized, fresh_data_dir
+from tests.storage_backends import BackendUnderTest
 from voicebot.core.session import DialogueState
 from voicebot.storage.sqlite import SqliteStorage
 
@@ -133,9 +135,9 @@ async def test_rest_feedback_and_its_validation(server: ServerProcess) -> None:
     assert "saved" in components["FeedbackSaved"]["properties"]
 
 
-async def test_feedback_survives_a_restart(tmp_path: Path, trained_models: Path) -> None:
+async def test_feedback_survives_a_restart(tmp_path: Path, trained_models: Path, storage_backend: BackendUnderTest) -> None:
     data_dir = fresh_data_dir(tmp_path / "data", trained_models)
-    first = ServerProcess(data_dir).start()
+    first = ServerProcess(data_dir, extra_env=storage_backend.env()).start()
     try:
         chat = await ChatClient.open(first.ws_url, language="zh-CN")
         answer = await chat.say("退货政策是什么？")
@@ -148,7 +150,7 @@ async def test_feedback_survives_a_restart(tmp_path: Path, trained_models: Path)
     finally:
         first.stop()
 
-    second = ServerProcess(data_dir).start()
+    second = ServerProcess(data_dir, extra_env=storage_backend.env()).start()
     try:
         stored = await _stored(second, session_id)
         assert stored["rating"] == 5
@@ -162,6 +164,8 @@ async def test_feedback_survives_a_restart(tmp_path: Path, trained_models: Path)
             assert (await client.post(f"/api/conversations/{session_id}/feedback", json={"rating": 3})).status_code == 200
         stored = await _stored(second, session_id)
         assert (stored["rating"], stored["turns"][0]["rating"]) == (3, -1)
+        # In the configured database itself, below the backend.
+        assert storage_backend.raw_rows(f"SELECT rating FROM conversations WHERE id = '{session_id}'") == [(3,)]
     finally:
         second.stop()
 

@@ -233,7 +233,8 @@ class PipelineSettings(_Section):
     turn_timeout_s: float = Field(15.0, gt=0)
     stage_timeout_s: float | None = Field(10.0, gt=0, description="a stage call (language ID, NLU, dialogue, generation) taking longer "
                                           "is cancelled and the caller gets the polite fallback; keep it below turn_timeout_s. "
-                                          "Storage is bounded by SQLite's busy timeout instead")
+                                          "Storage is bounded by its backend instead (SQLite's busy timeout; "
+                                          "PostgreSQL's retry_for_s and timeouts, docs/storage.md)")
     history_turns: int = Field(10, ge=0)
 
 

@@ -21,7 +21,9 @@ class Erasure(BaseModel):
     states: int
     profiles: int
     audit_id: int
-    wiped: bool = Field(description="false: a concurrent reader kept the write-ahead log from being truncated at once")
+    wiped: bool = Field(description="true: no copy of the deleted data is left in the store's files; false: some may remain for a "
+                        "while (SQLite: a concurrent reader kept the write-ahead log; PostgreSQL: always, until VACUUM and WAL "
+                        "recycling, see docs/storage.md)")
 
 
 class AuditRecord(BaseModel):

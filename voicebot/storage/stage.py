@@ -16,8 +16,8 @@ class PersistStage(Stage):
     name = "storage"
     consumes = (BotReply,)
     # A commit runs in the storage thread and cannot be taken back by cancelling the call: cut
-    # short, the turn could be stored while the customer is told it was not. SQLite's busy
-    # timeout bounds it instead.
+    # short, the turn could be stored while the customer is told it was not. The backend bounds
+    # it instead (SQLite's busy timeout; PostgreSQL's retry_for_s and timeouts).
     time_limited = False
 
     def __init__(self, storage: Storage) -> None:
