@@ -115,6 +115,7 @@ class BotMessage(Event):
     trace: dict[str, Any]  # the operator's record; read it for display, never to decide
     handoff: bool = False
     generated_rejected: bool = False  # as on BotReply: ``text`` replaces the generated text streamed before it
+    intent: str | None = None  # the turn's intent, as stored (a phone channel hangs up after "goodbye")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -41,4 +41,5 @@ class PersistStage(Stage):
         # it, the stored copy (written by that commit) does not.
         sent = {**turn.trace, "timings_ms": {**timings, "storage": round((time.perf_counter() - started) * 1000, 3)}}
         yield BotMessage(session_id=event.session_id, turn_id=event.turn_id, text=event.text,
-                         language=event.language, trace=sent, handoff=event.handoff, generated_rejected=event.generated_rejected)
+                         language=event.language, trace=sent, handoff=event.handoff, generated_rejected=event.generated_rejected,
+                         intent=event.intent)
