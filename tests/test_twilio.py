@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -366,3 +367,34 @@ async def test_four_calls_at_once_each_hear_their_own_answer(phone_server, voice
     assert len(set(answers)) == len(questions)
     for index, caller in enumerate(callers):
         assert closest(await heard(whisper, caller), answers) == index
+
+
+def token_claims(token: str) -> dict[str, Any]:
+    """A JWT's payload, read without checking it (what anyone holding the TwiML can read)."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+async def test_caller_id_is_not_trusted_unless_configured(phone_server, tmp_path_factory, trained_models, voices, budget,  # type: ignore[no-untyped-def]
+                                                         carrier_api) -> None:
+    owner = "+49 151 2345 6789"  # the phone on order 54321
+    _, untrusted = await PhoneCaller(phone_server.url, AUTH_TOKEN, caller_id=owner).dial()
+    assert "customer" not in token_claims(untrusted)  # by default From proves nothing (it can be forged)
+    trusting = ServerProcess(fresh_data_dir(tmp_path_factory.mktemp("phone-trusting"), trained_models))
+    trusting.extra_env = {**phone_env(trusting, carrier_api), "VOICEBOT_CHANNELS__TWILIO__TRUST_CALLER_ID": "true"}
+    trusting.start(timeout=budget.startup())
+    try:
+        caller = PhoneCaller(trusting.url, AUTH_TOKEN, caller_id=owner)
+        await caller.connect()
+        try:
+            before: set[str] = set()
+            session_id = await new_conversation(trusting, before, budget)
+            await caller.say(await speak(voices, "Where is my order? The number is 5 4 3 2 1."))
+            turn = (await until_turns(trusting, session_id, 1, budget))[0]
+        finally:
+            await caller.hang_up()
+    finally:
+        trusting.stop()
+    assert token_claims(caller.issued_token)["customer"] == {"phone": owner}
+    assert turn["trace"]["identification"]["result"] == "open" and turn["trace"]["identification"]["via"] == "identity"
+    assert "Router AX3000" in turn["bot_text"]  # the order's owner, by a trusted caller ID, is not asked to prove it

@@ -84,6 +84,7 @@ class PhoneCaller:
         self._ws: Any = None
         self._was_loud = False
         self.twiml = ""
+        self.issued_token = ""  # the stream token the bot's TwiML carried
 
     # -- the webhook -----------------------------------------------------------------------
     def webhook_params(self) -> dict[str, str]:
@@ -115,6 +116,7 @@ class PhoneCaller:
     async def connect(self, token: str | None = ISSUED) -> None:
         """Dial, then open the stream with the TwiML's token (or the given one; None: none)."""
         stream_url, issued = await self.dial()
+        self.issued_token = issued
         token = issued if token == ISSUED else token
         self._ws = await websockets.connect(stream_url, max_size=None)
         await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
