@@ -31,6 +31,7 @@ from voicebot.channels.twilio.codec import FRAME_SAMPLES, RATE, pcm_to_ulaw, ula
 SILENCE_DBFS = -40.0
 FRAME_S = FRAME_SAMPLES / RATE
 ISSUED = "<the token in the TwiML>"
+GAP_S = 0.25  # no bot frame for this long (it sends none when silent): the next loud one is a new onset
 
 
 def dbfs(samples: np.ndarray) -> float:
@@ -158,11 +159,13 @@ class PhoneCaller:
                 now = time.monotonic()
                 if message.get("event") == "media":
                     samples = ulaw_to_pcm(base64.b64decode(message["media"]["payload"]))
+                    # The bot sends nothing between answers: a frame after a gap starts a new burst.
+                    after_gap = not self.received.frame_times or now - self.received.frame_times[-1] > GAP_S
                     self.received.frames.append(samples)
                     self.received.frame_times.append(now)
                     self._playhead = max(now, self._playhead) + len(samples) / RATE
                     loud = dbfs(samples) > SILENCE_DBFS
-                    if loud and not self._was_loud:
+                    if loud and (not self._was_loud or after_gap):
                         self.received.loud_starts.append(now)
                     self._was_loud = loud
                     continue
