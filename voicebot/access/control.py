@@ -48,9 +48,10 @@ class AccessControl:
         if origin and allowed and origin not in allowed:
             raise OriginRefused(f"web origin {origin!r} is not allowed for this bot")
 
-    def admit(self, token: str | None, origin: str | None) -> SessionClaims:
-        """The claims of a valid session token presented from an allowed origin."""
-        claims = self.tokens.verify(token)
+    def admit(self, token: str | None, origin: str | None, *, bound_to: str | None = None) -> SessionClaims:
+        """The claims of a valid session token presented from an allowed origin (``bound_to``:
+        a token issued for that one thing, e.g. a carrier's call id)."""
+        claims = self.tokens.verify(token, bound_to=bound_to)
         if claims.tenant not in self.tenants:
             raise AccessDenied("the session token names a tenant this server does not host")
         self.check_origin(origin, claims.tenant)

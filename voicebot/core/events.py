@@ -117,6 +117,7 @@ class BotMessage(Event):
     handoff: bool = False
     handoff_reason: str | None = None  # as on BotReply
     generated_rejected: bool = False  # as on BotReply: ``text`` replaces the generated text streamed before it
+    intent: str | None = None  # the turn's intent, as stored (a phone channel hangs up after "goodbye")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -42,4 +42,5 @@ class PersistStage(Stage):
         sent = {**turn.trace, "timings_ms": {**timings, "storage": round((time.perf_counter() - started) * 1000, 3)}}
         yield BotMessage(session_id=event.session_id, turn_id=event.turn_id, text=event.text,
                          language=event.language, trace=sent, handoff=event.handoff,
-                         handoff_reason=event.handoff_reason, generated_rejected=event.generated_rejected)
+                         handoff_reason=event.handoff_reason, generated_rejected=event.generated_rejected,
+                         intent=event.intent)

@@ -196,6 +196,12 @@ class PlayoutQueue:
     def speaking(self) -> bool:
         return bool(self._segments)
 
+    @property
+    def delivered(self) -> list[str]:
+        """The sentences played whole since the last flush, in order (a sink that confirms
+        playback, with a carrier's marks, watches it grow)."""
+        return list(self._delivered)
+
     def enqueue(self, samples: np.ndarray, text: str) -> None:
         if not len(samples):
             return
