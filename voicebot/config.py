@@ -195,6 +195,18 @@ class PrivacySettings(_Section):
     retention_check_s: float = Field(3600, gt=0, description="how often the retention job runs")
 
 
+class CoordinationSettings(_Section):
+    """Workers of one deployment agree through Redis (voicebot.coordination): who serves a
+    conversation, the shared limits, control messages. Unset: one process, in memory."""
+
+    redis_url: SecretStr | None = Field(None, description="redis://[:password@]host:port/db; unset: single-process coordination in memory")
+    lock_ttl_s: float = Field(6.0, ge=1, description="a conversation lock (and a session's place in the shared counts) lapses this long "
+                                                    "after its worker stops renewing it: how soon a crashed worker's conversation "
+                                                    "may be resumed elsewhere")
+    key_prefix: str = Field("voicebot", min_length=1, max_length=64, description="prefix of every Redis key and channel of this deployment")
+    timeout_s: float = Field(1.0, gt=0, description="a Redis command taking longer counts as Redis unreachable")
+
+
 class PipelineSettings(_Section):
     queue_size: int = Field(32, ge=1, description="Bound of each inter-stage queue")
     turn_timeout_s: float = Field(15.0, gt=0)
@@ -224,6 +236,7 @@ class Settings(BaseSettings):
     tenants: dict[str, TenantSettings] = Field(default_factory=dict, description="empty: one tenant 'default' serving domain.path")
     limits: LimitSettings = Field(default_factory=LimitSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    coordination: CoordinationSettings = Field(default_factory=CoordinationSettings)
 
     @classmethod
     def settings_customise_sources(
