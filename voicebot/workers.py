@@ -51,6 +51,28 @@ def check_workers(settings: Settings, workers: int) -> None:
         raise ConfigError(f"--workers {workers} refused: {problem}")
 
 
+def prepare_data_dir(settings: Settings) -> None:
+    """Create once, before the workers start, what each would otherwise create at the same moment
+    in the shared data dir: the generated signing secret and encryption key (when not configured)
+    and the tenants' trained intent models."""
+    import asyncio
+
+    from voicebot.access.secrets import load_signing_secret
+    from voicebot.core.runtime import DEFAULT_TENANT, tenant_domains
+    from voicebot.dialogue.engine import DialogueEngine
+    from voicebot.plugins import default_registry
+    from voicebot.privacy.crypto import TextCipher
+
+    data_dir = settings.storage.data_dir
+    load_signing_secret(settings.auth, data_dir)
+    TextCipher.from_settings(settings.privacy, data_dir)
+    registry = default_registry()
+    for tenant, folder in tenant_domains(settings).items():
+        tenant_dir = data_dir if tenant == DEFAULT_TENANT else data_dir / "tenants" / tenant
+        engine = DialogueEngine.from_folder(folder, settings.nlu, settings.language, tenant_dir, registry=registry)
+        asyncio.run(engine.close())
+
+
 class _Worker:
     def __init__(self, settings: Settings, sockets: list[Any]) -> None:
         from voicebot.server import run_worker
@@ -74,6 +96,7 @@ def supervise(settings: Settings, workers: int) -> None:
     import uvicorn
 
     check_workers(settings, workers)
+    prepare_data_dir(settings)
     config = uvicorn.Config("voicebot.server:create_app", host=settings.server.host, port=settings.server.port)
     sock = config.bind_socket()
     stop = threading.Event()
