@@ -369,6 +369,15 @@ class _Connection:
                     await self.error(event.code, event.message, turn_id=event.turn_id)
             except (WebSocketDisconnect, RuntimeError, OSError):
                 gone = True  # client gone; the session still stores what it finishes
+        if handle.end_reason is not None and not gone:
+            await self.ended_by_server(handle.end_reason)
+
+    async def ended_by_server(self, reason: str) -> None:
+        """The server ended the session (its customer's data was erased, or another worker serves
+        it now): say why, then close. After an erasure there is nothing left to resume."""
+        with contextlib.suppress(Exception):
+            await self.send({"type": "ended", "reason": reason, "resume": reason != "erased"})
+        await self.close_socket(1000, f"conversation ended: {reason}")
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until the answers to messages already sent are out."""

@@ -67,6 +67,9 @@ class SessionHandle:
         self._closed = False
         self.slot: Any = None  # its place in the session limits (a coordination Slot), set by open_session
         self.claim: Any = None  # this worker serves the conversation (a coordination Claim), set by open_session
+        # Why the server ended the session, for its channel to tell the client: "erased" (the
+        # customer's data was erased), "moved" (another worker serves the conversation now).
+        self.end_reason: str | None = None
 
     @property
     def id(self) -> str:
@@ -318,6 +321,8 @@ class BotRuntime:
 
     async def _end_customer_sessions(self, user_id: str, tenant: str | None) -> None:
         handles = [handle for handle in self.sessions.values() if handle.session.user_id == user_id and tenant in (None, handle.session.tenant)]
+        for handle in handles:
+            handle.end_reason = "erased"
         await asyncio.gather(*(handle.close() for handle in handles))
 
     async def _on_control(self, message: ControlMessage) -> None:
@@ -341,6 +346,7 @@ class BotRuntime:
         handle = self.sessions.get(conversation_id)
         if handle is not None:
             handle.claim = None  # not ours to release
+            handle.end_reason = "moved"
             await handle.close()
 
     def record_interruption(self, conversation_id: str, turn_id: str, delivered: str) -> None:
