@@ -89,8 +89,9 @@ def test_a_backend_missing_contract_methods_is_refused_at_start_naming_the_setti
     assert "save_turn" not in message.split("lacks", 1)[1]
 
 
-def test_the_memory_plugin_and_the_builtin_backend_fulfil_the_whole_contract() -> None:
+def test_the_memory_plugin_and_the_builtin_backends_fulfil_the_whole_contract() -> None:
     check_settings(Settings(storage={"backend": "sqlite"}))
+    check_settings(Settings(storage={"backend": "postgres", "url": "postgresql://voicebot@db.example/voicebot"}))
     import sys
 
     sys.path.insert(0, str(PLUGINS))

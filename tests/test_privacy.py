@@ -1,13 +1,14 @@
 """Privacy (issue #5): redaction of stored transcripts, traces and logs; encryption at rest with key
 rotation; retention and erasure with an audit log that keeps no data. Real SQLite files are read
-byte by byte to check that what must not be stored is not there."""
+byte by byte to check that what must not be stored is not there; the storage tests run on SQLite and
+on a real PostgreSQL (``storage_backend``), whose rows are read with psycopg and whose data files and
+WAL are read byte by byte too."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import sqlite3
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.conftest import fresh_data_dir
+from tests.storage_backends import BackendUnderTest
 from voicebot.cli import main as cli_main
 from voicebot.config import PrivacySettings, Settings
 from voicebot.core.events import BotMessage, BotTextChunk, ErrorEvent
@@ -30,7 +32,6 @@ from voicebot.privacy.logs import LogRedaction
 from voicebot.privacy.restore import PlaceholderStream
 from voicebot.privacy.sealing import Sealer
 from voicebot.storage import Storage, StoredTurn
-from voicebot.storage.sqlite import SqliteStorage
 
 EMAIL = "maria.garcia@example.com"
 PHONE = "+49 151 2345 6789"
@@ -43,17 +44,6 @@ KEY_A, KEY_B, KEY_C = (Fernet.generate_key().decode() for _ in range(3))
 def sealer(*keys: str, redact: bool = True, encrypt: bool = True, patterns: dict[str, dict[str, str]] | None = None) -> Sealer:
     privacy = PrivacySettings(encryption_keys=list(keys), redact_stored=redact, encrypt_at_rest=encrypt, extra_patterns=patterns or {})
     return Sealer.from_settings(privacy, Path("/nonexistent"), create_key=False)
-
-
-def raw_bytes(db_path: Path) -> bytes:
-    """The database as an attacker with a copy of the data dir would read it: file and WAL."""
-    wal = db_path.with_name(db_path.name + "-wal")
-    return db_path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
-
-
-def raw_rows(db_path: Path, sql: str) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db_path) as db:
-        return db.execute(sql).fetchall()
 
 
 def state_with_email(marker: str = "") -> DialogueState:
@@ -75,12 +65,6 @@ def pii_turn(conversation_id: str, index: int = 1, marker: str = "") -> StoredTu
     return StoredTurn(conversation_id, index, f"t{index}", user, bot, "en", "login_problem", "action", trace)
 
 
-async def open_storage(path: Path, seal: Sealer | None) -> SqliteStorage:
-    storage = SqliteStorage(path, seal)
-    await storage.open()
-    return storage
-
-
 async def store_conversation(storage: Storage, conversation_id: str, user_id: str | None, marker: str = "", tenant: str = "default") -> None:
     await storage.create_conversation(conversation_id, f"token-{conversation_id}", "websocket", "en", user_id, state_with_email(marker),
                                       tenant=tenant)
@@ -89,20 +73,19 @@ async def store_conversation(storage: Storage, conversation_id: str, user_id: st
 
 # -- redaction and encryption of what is stored ---------------------------------------------------
 
-async def test_a_turn_is_stored_masked_and_encrypted_but_the_state_keeps_real_values(tmp_path: Path) -> None:
-    path = tmp_path / "voicebot.sqlite"
-    storage = await open_storage(path, sealer(KEY_A))
+async def test_a_turn_is_stored_masked_and_encrypted_but_the_state_keeps_real_values(storage_backend: BackendUnderTest) -> None:
+    storage = await storage_backend.open(sealer(KEY_A))
     try:
         await store_conversation(storage, "c1", "customer-1", marker="zebra-crossing")
         await storage.rate_turn("c1", turn_index=1, rating=-1, comment=f"write to {EMAIL} instead")
         await storage.record_interruption("c1", "t1", f"I've sent a password reset link to {EMAIL}")
 
-        # In the file: not one customer detail, and no conversation text at all.
-        data = raw_bytes(path)
+        # On disk (PostgreSQL: data files and WAL): not one customer detail, and no conversation text at all.
+        data = storage_backend.raw_bytes()
         assert not [text for text in (*PII, "zebra-crossing", "password reset") if text.encode() in data]
-        for row in raw_rows(path, "SELECT user_text, bot_text, trace, feedback, delivered_text FROM turns"):
+        for row in storage_backend.raw_rows("SELECT user_text, bot_text, trace, feedback, delivered_text FROM turns"):
             assert all(value.startswith("enc1:") for value in row)
-        assert raw_rows(path, "SELECT state FROM dialogue_state")[0][0].startswith("enc1:")
+        assert storage_backend.raw_rows("SELECT state FROM dialogue_state")[0][0].startswith("enc1:")
 
         # Decrypted: masked transcripts and traces, the facts of the answer untouched.
         turn = (await storage.get_conversation("c1"))["turns"][0]  # type: ignore[index]
@@ -123,9 +106,9 @@ async def test_a_turn_is_stored_masked_and_encrypted_but_the_state_keeps_real_va
         await storage.close()
 
 
-async def test_locale_patterns_apply_to_their_language(tmp_path: Path) -> None:
+async def test_locale_patterns_apply_to_their_language(storage_backend: BackendUnderTest) -> None:
     patterns = {"de": {"steuer_id": r"\bSTID-\d{6}\b"}, "*": {"customer_no": r"\bCN-[A-Z]{4}\b"}}
-    storage = await open_storage(tmp_path / "voicebot.sqlite", sealer(KEY_A, patterns=patterns))
+    storage = await storage_backend.open(sealer(KEY_A, patterns=patterns))
     try:
         for conversation_id, language in (("de1", "de-AT"), ("en1", "en")):
             await storage.create_conversation(conversation_id, f"t-{conversation_id}", "websocket", language, None, DialogueState(language=language))
@@ -139,20 +122,22 @@ async def test_locale_patterns_apply_to_their_language(tmp_path: Path) -> None:
         await storage.close()
 
 
-async def test_a_database_written_before_encryption_still_reads_and_rotation_encrypts_it(tmp_path: Path) -> None:
-    path = tmp_path / "voicebot.sqlite"
-    plain = await open_storage(path, None)  # what an older version wrote: plaintext, unredacted
+async def test_a_database_written_before_encryption_still_reads_and_rotation_encrypts_it(storage_backend: BackendUnderTest) -> None:
+    plain = await storage_backend.open(None)  # what an older version wrote: plaintext, unredacted
     await store_conversation(plain, "old", "customer-old")
     await plain.close()
-    assert EMAIL.encode() in raw_bytes(path)
+    assert EMAIL.encode() in storage_backend.raw_bytes()
 
-    storage = await open_storage(path, sealer(KEY_A))
+    storage = await storage_backend.open(sealer(KEY_A))
     try:
         conversation = await storage.get_conversation("old")
         assert conversation is not None and EMAIL in conversation["turns"][0]["user_text"]
         counts = await storage.rotate_encryption(actor="test")
         assert counts["encrypted"] >= 4 and counts["reencrypted"] == 0
-        assert EMAIL.encode() not in raw_bytes(path)
+        rows = storage_backend.raw_rows("SELECT user_text, bot_text, trace FROM turns UNION ALL SELECT state, state, state FROM dialogue_state")
+        assert rows and all(value.startswith("enc1:") for row in rows for value in row)
+        if storage_backend.wipes_deleted_bytes:  # PostgreSQL keeps the old row versions until VACUUM (docs/storage.md)
+            assert EMAIL.encode() not in storage_backend.raw_bytes()
         conversation = await storage.get_conversation("old")
         assert conversation is not None and EMAIL in conversation["turns"][0]["user_text"]  # still reads, now encrypted
     finally:
@@ -162,24 +147,26 @@ async def test_a_database_written_before_encryption_still_reads_and_rotation_enc
 # -- keys: rotation and errors --------------------------------------------------------------------
 
 async def test_key_rotation_keeps_old_data_readable_and_retires_the_old_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    path = tmp_path / "voicebot.sqlite"
-    storage = await open_storage(path, sealer(KEY_A))
+                                                                          capsys: pytest.CaptureFixture[str],
+                                                                          storage_backend: BackendUnderTest) -> None:
+    storage = await storage_backend.open(sealer(KEY_A))
     await store_conversation(storage, "c1", "customer-1")
     await storage.rate_conversation("c1", rating=4, comment="fine")
     await storage.close()
 
     # New key first, old key second: everything written under A still reads; new writes use B.
-    storage = await open_storage(path, sealer(KEY_B, KEY_A))
+    storage = await storage_backend.open(sealer(KEY_B, KEY_A))
     await store_conversation(storage, "c2", "customer-2")
     assert (await storage.get_conversation("c1"))["feedback"] == "fine"  # type: ignore[index]
     await storage.close()
 
     # B alone cannot read c1 yet: a clear error that names the setting, at open.
     with pytest.raises(EncryptionKeyError, match=r"privacy\.encryption_keys"):
-        await open_storage(path, sealer(KEY_B))
+        await storage_backend.open(sealer(KEY_B))
 
     # voicebot rotate-keys, configured like the server ([B, A] in the environment).
+    for name, value in storage_backend.env().items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("VOICEBOT_PRIVACY__ENCRYPTION_KEYS", json.dumps([KEY_B, KEY_A]))
     assert await asyncio.to_thread(cli_main, ["rotate-keys", "--data-dir", str(tmp_path)]) == 0
     report = capsys.readouterr().out
@@ -188,7 +175,7 @@ async def test_key_rotation_keeps_old_data_readable_and_retires_the_old_key(tmp_
     assert reencrypted >= 5  # c1's user text, bot text, trace, state, comment (and its profile)
 
     # Now B alone reads everything, and A alone reads nothing.
-    storage = await open_storage(path, sealer(KEY_B))
+    storage = await storage_backend.open(sealer(KEY_B))
     try:
         for conversation_id in ("c1", "c2"):
             conversation = await storage.get_conversation(conversation_id)
@@ -201,14 +188,18 @@ async def test_key_rotation_keeps_old_data_readable_and_retires_the_old_key(tmp_
     finally:
         await storage.close()
     with pytest.raises(EncryptionKeyError):
-        await open_storage(path, sealer(KEY_A))
+        await storage_backend.open(sealer(KEY_A))
+    # What rotation rewrote is under B in the database itself, not just readable through the backend.
+    assert all(row[0].startswith("enc1:") for row in storage_backend.raw_rows("SELECT state FROM dialogue_state"))
 
 
 async def test_wrong_or_malformed_keys_are_reported_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    storage = await open_storage(tmp_path / "voicebot.sqlite", sealer(KEY_A))
+                                                            capsys: pytest.CaptureFixture[str], storage_backend: BackendUnderTest) -> None:
+    storage = await storage_backend.open(sealer(KEY_A))
     await store_conversation(storage, "c1", None)
     await storage.close()
+    for name, value in storage_backend.env().items():
+        monkeypatch.setenv(name, value)
 
     # `voicebot serve` with another key refuses before starting, without a traceback.
     monkeypatch.setenv("VOICEBOT_PRIVACY__ENCRYPTION_KEYS", json.dumps([KEY_C]))
@@ -237,13 +228,12 @@ def test_a_generated_key_file_is_private_to_its_owner(tmp_path: Path, caplog: py
     assert Sealer.from_settings(PrivacySettings(), tmp_path).open(token) == "hello"  # the same key, read back
 
 
-async def test_export_reads_encrypted_conversations_with_the_servers_keys(tmp_path: Path) -> None:
-    path = tmp_path / "voicebot.sqlite"
-    storage = await open_storage(path, sealer(KEY_A))
+async def test_export_reads_encrypted_conversations_with_the_servers_keys(tmp_path: Path, storage_backend: BackendUnderTest) -> None:
+    storage = await storage_backend.open(sealer(KEY_A))
     await store_conversation(storage, "c1", None)
     await storage.close()
     out = tmp_path / "dataset.jsonl"
-    exporting = await open_storage(path, sealer(KEY_A))  # the server's keys
+    exporting = await storage_backend.open(sealer(KEY_A))  # the server's keys
     try:
         report = await export_dataset(exporting, out, ExportOptions())
     finally:
@@ -252,26 +242,26 @@ async def test_export_reads_encrypted_conversations_with_the_servers_keys(tmp_pa
     assert report.written == 1 and "<EMAIL>" in line["input"] and "<EMAIL>" in line["target"] and EMAIL not in out.read_text()
     assert report.redactions["email"] >= 2
     with pytest.raises(EncryptionKeyError):
-        await open_storage(path, Sealer())  # an export without the keys: refused at open
+        await storage_backend.open(Sealer())  # an export without the keys: refused at open
 
 
 # -- retention, erasure, audit --------------------------------------------------------------------
 
-async def test_retention_deletes_old_conversations_and_audits_counts_only(tmp_path: Path) -> None:
-    path = tmp_path / "voicebot.sqlite"
-    storage = await open_storage(path, sealer(KEY_A))
+async def test_retention_deletes_old_conversations_and_audits_counts_only(storage_backend: BackendUnderTest) -> None:
+    storage = await storage_backend.open(sealer(KEY_A))
     try:
         for conversation_id in ("old", "live", "recent"):
             await store_conversation(storage, conversation_id, f"user-{conversation_id}")
-        with sqlite3.connect(path) as db:  # two of them idle for 100 days
-            db.execute("UPDATE conversations SET updated_at = updated_at - 100 * 86400 WHERE id IN ('old', 'live')")
-            db.execute("UPDATE user_profiles SET updated_at = updated_at - 100 * 86400 WHERE user_id IN ('user-old', 'user-live')")
+        # Two of them idle for 100 days.
+        storage_backend.execute("UPDATE conversations SET updated_at = updated_at - 100 * 86400 WHERE id IN ('old', 'live')")
+        storage_backend.execute("UPDATE user_profiles SET updated_at = updated_at - 100 * 86400 WHERE user_id IN ('user-old', 'user-live')")
         deleted = await storage.delete_conversations_older_than(90 * 86400, keep={"live"})
         assert deleted == 1
         assert await storage.get_conversation("old") is None and await storage.get_profile("user-old") is None
         assert await storage.get_conversation("live") is not None and await storage.get_conversation("recent") is not None
-        assert raw_rows(path, "SELECT COUNT(*) FROM turns WHERE conversation_id = 'old'") == [(0,)]
-        assert raw_rows(path, "SELECT COUNT(*) FROM dialogue_state WHERE conversation_id = 'old'") == [(0,)]
+        assert storage_backend.raw_rows("SELECT COUNT(*) FROM turns WHERE conversation_id = 'old'") == [(0,)]
+        assert storage_backend.raw_rows("SELECT COUNT(*) FROM dialogue_state WHERE conversation_id = 'old'") == [(0,)]
+        assert storage_backend.raw_rows("SELECT COUNT(*) FROM user_profiles WHERE user_id = 'user-old'") == [(0,)]
         assert await storage.delete_conversations_older_than(90 * 86400, keep={"live"}) == 0
 
         total, audit = await storage.list_audit(None, 10, 0)
@@ -281,24 +271,23 @@ async def test_retention_deletes_old_conversations_and_audits_counts_only(tmp_pa
         assert conversations["actor"] == "retention"
         assert {k: conversations["detail"][k] for k in ("conversations", "turns", "states")} == {"conversations": 1, "turns": 1, "states": 1}
         assert next(record for record in records if record["tenant"] is None)["detail"]["profiles"] == 1
-        stored = json.dumps(raw_rows(path, "SELECT * FROM audit_log"))
+        stored = json.dumps(storage_backend.raw_rows("SELECT * FROM audit_log"), default=str)
         assert "old" not in stored.replace("older_than_s", "") and EMAIL not in stored and "user-old" not in stored
     finally:
         await storage.close()
 
 
 @pytest.mark.parametrize("encrypt", [False, True], ids=["plaintext", "encrypted"])
-async def test_erasure_removes_one_customer_from_the_file_and_nobody_else(tmp_path: Path, encrypt: bool) -> None:
-    path = tmp_path / "voicebot.sqlite"
-    storage = await open_storage(path, sealer(KEY_A, encrypt=encrypt))
+async def test_erasure_removes_one_customer_from_the_file_and_nobody_else(storage_backend: BackendUnderTest, encrypt: bool) -> None:
+    storage = await storage_backend.open(sealer(KEY_A, encrypt=encrypt))
     try:
         await store_conversation(storage, "alice-1", "alice", marker="alice-marker-kumquat")
         await store_conversation(storage, "alice-2", "alice", marker="alice-marker-kumquat")
         await store_conversation(storage, "alice-other-tenant", "alice", marker="alice-marker-acme", tenant="acme")
         await store_conversation(storage, "bob-1", "bob", marker="bob-marker-quince")
-        stored = {row[0] for row in raw_rows(path, "SELECT user_text FROM turns WHERE conversation_id LIKE 'alice-_'")}
-        stored |= {row[0] for row in raw_rows(path, "SELECT state FROM dialogue_state WHERE conversation_id LIKE 'alice-_'")}
-        before = raw_bytes(path)
+        stored = {row[0] for row in storage_backend.raw_rows("SELECT user_text FROM turns WHERE conversation_id LIKE 'alice-_'")}
+        stored |= {row[0] for row in storage_backend.raw_rows("SELECT state FROM dialogue_state WHERE conversation_id LIKE 'alice-_'")}
+        before = storage_backend.raw_bytes()
         assert all(value.encode() in before for value in stored)
         if not encrypt:
             assert b"alice-marker-kumquat" in before
@@ -306,11 +295,16 @@ async def test_erasure_removes_one_customer_from_the_file_and_nobody_else(tmp_pa
         result = await storage.erase_customer("alice", "default", actor="support-admin")
         # The profile (name, preferred language; no conversation text) stays while tenant acme still serves alice.
         assert {k: result[k] for k in ("conversations", "turns", "states", "profiles")} == {"conversations": 2, "turns": 2, "states": 2, "profiles": 0}
-        assert result["wiped"] is True
-
-        after = raw_bytes(path)
-        assert b"alice-marker-kumquat" not in after
-        assert not [value for value in stored if value.encode() in after]  # not even the ciphertext is left
+        # Gone for every reader of the database, below the backend too.
+        left = storage_backend.raw_rows("SELECT user_text FROM turns WHERE conversation_id LIKE 'alice-_' UNION ALL "
+                                        "SELECT state FROM dialogue_state WHERE conversation_id LIKE 'alice-_'")
+        assert left == []
+        # SQLite overwrites the deleted rows; PostgreSQL says it did not (dead rows until VACUUM, WAL; docs/storage.md).
+        assert result["wiped"] is storage_backend.wipes_deleted_bytes
+        if storage_backend.wipes_deleted_bytes:
+            after = storage_backend.raw_bytes()
+            assert b"alice-marker-kumquat" not in after
+            assert not [value for value in stored if value.encode() in after]  # not even the ciphertext is left
         assert await storage.get_conversation("alice-1") is None and await storage.get_profile("alice") is not None
         # Other customers, and the same id in another tenant, are untouched.
         bob = await storage.get_conversation("bob-1")
@@ -322,7 +316,7 @@ async def test_erasure_removes_one_customer_from_the_file_and_nobody_else(tmp_pa
         assert audit[0]["detail"]["subject"] == subject_ref("alice")
         assert sorted(audit[0]["detail"]["conversation_ids"]) == ["alice-1", "alice-2"]
         assert (await storage.list_audit("acme", 10, 0))[0] == 0
-        assert b"alice\"" not in json.dumps(raw_rows(path, "SELECT * FROM audit_log")).encode()
+        assert b"alice\"" not in json.dumps(storage_backend.raw_rows("SELECT * FROM audit_log"), default=str).encode()
         # Erased in acme too: now the profile goes.
         assert (await storage.erase_customer("alice", "acme", actor="support-admin"))["profiles"] == 1
         assert await storage.get_profile("alice") is None
@@ -330,8 +324,8 @@ async def test_erasure_removes_one_customer_from_the_file_and_nobody_else(tmp_pa
         await storage.close()
 
 
-async def test_the_audit_log_refuses_free_text(tmp_path: Path) -> None:
-    storage = await open_storage(tmp_path / "voicebot.sqlite", None)
+async def test_the_audit_log_refuses_free_text(storage_backend: BackendUnderTest) -> None:
+    storage = await storage_backend.open(None)
     try:
         assert await storage.write_audit("transcript_read", "api-key-1", "default", {"conversation": "c1", "turns": 3}) > 0
         for detail in ({"note": "customer said: my email is x@y.z"}, {"text": ["a b c"]}, {"nested": {"a": 1}}):
@@ -434,7 +428,7 @@ async def test_the_live_reply_uses_the_real_email_while_store_and_logs_do_not(
         assert stored["turns"][0]["user_text"] == "I forgot my password, my email is <EMAIL>"
         assert "<EMAIL>" in stored["turns"][0]["bot_text"] and EMAIL not in json.dumps(stored["turns"])
         assert stored["state"]["slots"]["email"]["value"] == EMAIL
-        assert EMAIL.encode() not in raw_bytes(data_dir / "voicebot.sqlite")
+        assert EMAIL.encode() not in BackendUnderTest("sqlite", data_dir).raw_bytes()
 
         # Logged: masked.
         assert "turn answered for <EMAIL>" in caplog.text and EMAIL not in caplog.text

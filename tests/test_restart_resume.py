@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ChatClient, ServerProcess, authorized, fresh_data_dir
+from tests.storage_backends import BackendUnderTest
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["graceful", "killed"])
-async def test_restart_and_resume_remembers_order_id(tmp_path: Path, trained_models: Path, stop_signal: int) -> None:
+async def test_restart_and_resume_remembers_order_id(tmp_path: Path, trained_models: Path, stop_signal: int,
+                                                     storage_backend: BackendUnderTest) -> None:
     data_dir = fresh_data_dir(tmp_path / "data", trained_models)
-    first = ServerProcess(data_dir).start()
+    first = ServerProcess(data_dir, extra_env=storage_backend.env()).start()
     try:
         chat = await ChatClient.open(first.ws_url, language="en")
         token, session_id = chat.session["token"], chat.session["session_id"]
@@ -23,7 +25,7 @@ async def test_restart_and_resume_remembers_order_id(tmp_path: Path, trained_mod
     finally:
         first.stop(stop_signal)
 
-    second = ServerProcess(data_dir).start()
+    second = ServerProcess(data_dir, extra_env=storage_backend.env()).start()
     try:
         resumed = await ChatClient.open(second.ws_url, token=token)
         assert resumed.session["resumed"] is True and resumed.session["session_id"] == session_id
@@ -33,6 +35,9 @@ async def test_restart_and_resume_remembers_order_id(tmp_path: Path, trained_mod
         assert "54321" in confirm["text"] and confirm["trace"]["state"]["awaiting_confirmation"] == "cancel_order"
         assert confirm["trace"]["identification"]["via"] == "session" and confirm["trace"]["turn"] == 3
         await resumed.close()
+        # Every answered turn is in the configured database itself (read below the backend).
+        assert storage_backend.raw_rows(f"SELECT turn_index FROM turns WHERE conversation_id = '{session_id}' ORDER BY turn_index") == [
+            (1,), (2,), (3,)]
     finally:
         second.stop()
 

@@ -20,6 +20,7 @@ KINDS = (
     }, required=("routes", "name")),
     PluginKind("storage", {
         "sqlite": "voicebot.storage.sqlite:SqliteStorage",
+        "postgres": "voicebot.storage.postgres:PostgresStorage",
     }, required=STORAGE_METHODS),  # every method of the contract, voicebot/storage/base.py
     PluginKind("asr", {
         "faster-whisper": "voicebot.pipelines.asr.faster_whisper_backend:FasterWhisperRecognizer",

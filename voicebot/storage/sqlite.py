@@ -34,22 +34,22 @@ from voicebot.privacy.crypto import PREFIX
 from voicebot.privacy.rotation import rotation_result
 from voicebot.privacy.sealing import Sealer
 from voicebot.storage import sqlite_deletion as sql_deletion
-from voicebot.storage.base import (
-    CONVERSATION_KEYS,
-    RESUME_KEYS,
-    TURN_KEYS,
-    ExportTurn,
-    StoredTurn,
-    check_conversation_rating,
-    check_turn_rating,
-    hash_token,
+from voicebot.storage.base import ExportTurn, StoredTurn, check_conversation_rating, check_turn_rating, hash_token
+from voicebot.storage.records import (
+    CONVERSATION_COLUMNS,
+    PROFILE_COLUMNS,
+    TURN_COLUMNS,
+    conversation_record,
+    export_turn,
+    profile_record,
+    resume_record,
+    seal_turn_writes,
+    turn_record,
 )
 from voicebot.storage.sqlite_audit import insert_audit, list_audit_rows
 from voicebot.storage.sqlite_export import PAGE_ROWS, connect_read_only, export_cursor
 from voicebot.storage.sqlite_rotation import rotate_all
 from voicebot.storage.sqlite_schema import connect, transaction
-
-_CONVERSATION_COLUMNS = ", ".join(CONVERSATION_KEYS)
 
 
 class SqliteStorage:
@@ -133,10 +133,7 @@ class SqliteStorage:
                 "JOIN dialogue_state s ON s.conversation_id = c.id WHERE c.token_hash = ?",
                 (hash_token(token),),
             ).fetchone()
-            if row is None:
-                return None
-            info = dict(zip(RESUME_KEYS, row[:7], strict=True))
-            return info, DialogueState.from_dict(self.sealer.open_json(row[7]))
+            return None if row is None else resume_record(self.sealer, row)
 
         return await self._call(read)
 
@@ -155,45 +152,33 @@ class SqliteStorage:
         return [None] * len(payloads)
 
     def _write_turns(self, payloads: list[tuple[StoredTurn, dict[str, Any], str]]) -> None:
-        # Redacted and encrypted before the write lock is taken (the live turn used the real text).
-        sealed = [(self.sealer.seal_turn(turn.user_text, turn.bot_text, turn.trace, turn.language), self.sealer.seal_json(state))
-                  for turn, state, _ in payloads]
-        now = time.time()
+        writes = seal_turn_writes(self.sealer, payloads)
         with transaction(self.db):
-            for (turn, state, status), ((user_text, bot_text, trace), sealed_state) in zip(payloads, sealed, strict=True):
+            for w in writes:
                 self.db.execute(
                     "INSERT OR REPLACE INTO turns (conversation_id, turn_index, turn_id, user_text, bot_text, language, intent, path, trace, created_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (turn.conversation_id, turn.turn_index, turn.turn_id, user_text, bot_text, turn.language, turn.intent, turn.path,
-                     trace, now),
+                    (w.conversation_id, w.turn_index, w.turn_id, w.user_text, w.bot_text, w.language, w.intent, w.path, w.trace, w.at),
                 )
                 self.db.execute(
                     "UPDATE dialogue_state SET state = ?, updated_at = ? WHERE conversation_id = ?",
-                    (sealed_state, now, turn.conversation_id),
+                    (w.state, w.at, w.conversation_id),
                 )
                 self.db.execute(
                     "UPDATE conversations SET language = ?, status = ?, turn_count = MAX(turn_count, ?), updated_at = ? WHERE id = ?",
-                    (state["language"], status, turn.turn_index, now, turn.conversation_id),
+                    (w.state_language, w.status, w.turn_index, w.at, w.conversation_id),
                 )
                 # A known customer's next conversation starts in the language they last used.
                 self.db.execute(
                     "UPDATE user_profiles SET preferred_language = ?, updated_at = ? "
                     "WHERE user_id = (SELECT user_id FROM conversations WHERE id = ?)",
-                    (state["language"], now, turn.conversation_id),
+                    (w.state_language, w.at, w.conversation_id),
                 )
 
     async def get_profile(self, user_id: str) -> dict[str, Any] | None:
         def read() -> dict[str, Any] | None:
-            row = self.db.execute(
-                "SELECT user_id, display_name, preferred_language, data, created_at, updated_at FROM user_profiles WHERE user_id = ?", (user_id,)
-            ).fetchone()
-            if row is None:
-                return None
-            keys = ("user_id", "display_name", "preferred_language", "data", "created_at", "updated_at")
-            profile = dict(zip(keys, row, strict=True))
-            profile["display_name"] = self.sealer.open(profile["display_name"])
-            profile["data"] = self.sealer.open_json(profile["data"])
-            return profile
+            row = self.db.execute(f"SELECT {PROFILE_COLUMNS} FROM user_profiles WHERE user_id = ?", (user_id,)).fetchone()
+            return None if row is None else profile_record(self.sealer, row)
 
         return await self._call(read)
 
@@ -246,9 +231,9 @@ class SqliteStorage:
         def read() -> tuple[int, list[dict[str, Any]]]:
             total = self.db.execute(f"SELECT COUNT(*) FROM conversations {where}", args).fetchone()[0]
             rows = self.db.execute(
-                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations {where} ORDER BY updated_at DESC LIMIT ? OFFSET ?", (*args, limit, offset)
+                f"SELECT {CONVERSATION_COLUMNS} FROM conversations {where} ORDER BY updated_at DESC LIMIT ? OFFSET ?", (*args, limit, offset)
             ).fetchall()
-            return total, [self.sealer.open_conversation(dict(zip(CONVERSATION_KEYS, row, strict=True))) for row in rows]
+            return total, [conversation_record(self.sealer, row) for row in rows]
 
         return await self._call(read)
 
@@ -257,15 +242,15 @@ class SqliteStorage:
         belongs to another tenant, so a caller cannot tell the two apart."""
 
         def read() -> dict[str, Any] | None:
-            row = self.db.execute(f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ? AND (? IS NULL OR tenant = ?)",
+            row = self.db.execute(f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ? AND (? IS NULL OR tenant = ?)",
                                   (conversation_id, tenant, tenant)).fetchone()
             if row is None:
                 return None
-            conversation = self.sealer.open_conversation(dict(zip(CONVERSATION_KEYS, row, strict=True)))
+            conversation = conversation_record(self.sealer, row)
             turns = self.db.execute(
-                f"SELECT {', '.join(TURN_KEYS)} FROM turns WHERE conversation_id = ? ORDER BY turn_index", (conversation_id,)
+                f"SELECT {TURN_COLUMNS} FROM turns WHERE conversation_id = ? ORDER BY turn_index", (conversation_id,)
             ).fetchall()
-            conversation["turns"] = [self.sealer.open_turn(dict(zip(TURN_KEYS, t, strict=True))) for t in turns]
+            conversation["turns"] = [turn_record(self.sealer, t) for t in turns]
             state = self.db.execute("SELECT state FROM dialogue_state WHERE conversation_id = ?", (conversation_id,)).fetchone()
             conversation["state"] = self.sealer.open_json(state[0]) if state else None
             return conversation
@@ -383,9 +368,7 @@ class SqliteStorage:
             await self._call(reader.close)
 
     def _export_page(self, cursor: sqlite3.Cursor) -> list[ExportTurn]:
-        return [ExportTurn(conversation_id, self.sealer.open(bot_text) or "", language, intent, path, self.sealer.open_json(trace),
-                           turn_rating, conversation_rating)
-                for conversation_id, bot_text, language, intent, path, trace, turn_rating, conversation_rating in cursor.fetchmany(PAGE_ROWS)]
+        return [export_turn(self.sealer, row) for row in cursor.fetchmany(PAGE_ROWS)]
 
 
 def _newest_and_oldest_sealed_states(db: sqlite3.Connection) -> list[str]:

@@ -9,10 +9,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-EXPORT_SQL = (
-    "SELECT t.conversation_id, t.bot_text, t.language, t.intent, t.path, t.trace, t.rating, c.rating "
-    "FROM turns t JOIN conversations c ON c.id = t.conversation_id ORDER BY c.created_at, c.id, t.turn_index"
-)
+from voicebot.storage.records import EXPORT_SQL
+
 PAGE_ROWS = 500
 
 

@@ -14,7 +14,8 @@ from contextlib import AbstractContextManager
 
 from voicebot.privacy.crypto import TextCipher
 from voicebot.privacy.rotation import BATCH_ROWS, rotated
-from voicebot.storage.sqlite_schema import SEALED_COLUMNS, columns_of
+from voicebot.storage.records import SEALED_COLUMNS
+from voicebot.storage.sqlite_schema import columns_of
 
 
 def rotate_all(db: sqlite3.Connection, cipher: TextCipher, encrypt_plaintext: bool,

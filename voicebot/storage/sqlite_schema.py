@@ -76,15 +76,6 @@ CREATE INDEX IF NOT EXISTS audit_log_tenant ON audit_log(tenant, id);
 CREATE INDEX IF NOT EXISTS conversations_user ON conversations(user_id);
 """
 
-# Every column that holds conversation content: sealed at write, opened at read, and
-# re-encrypted by key rotation.
-SEALED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "turns": ("user_text", "bot_text", "trace", "feedback", "delivered_text"),
-    "conversations": ("feedback",),
-    "dialogue_state": ("state",),
-    "user_profiles": ("display_name", "data"),
-}
-
 
 def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
     """The one connection the backend writes with: autocommit (transactions are explicit),
