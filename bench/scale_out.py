@@ -58,13 +58,13 @@ CONFIGS = {c.name: c for c in (
 )}
 
 
-def start_postgres(folder: Path, stack: ExitStack) -> str:
+def start_postgres(stack: ExitStack) -> str:
     """A PostgreSQL of the test fixture (tests/pg_server.py), stopped when ``stack`` closes."""
     from tests.pg_server import PostgresServer
 
-    server = PostgresServer(folder).start()
-    stack.callback(server.stop)
-    return str(server.url)
+    server = PostgresServer().start()  # in a folder of its own (the postgres user owns it when we are root)
+    stack.callback(server.remove)
+    return server.create_database()
 
 
 def server_cpu_s(server: chat_load.ServerProcess) -> dict[int, float]:
@@ -146,7 +146,7 @@ def measure(config: Config, args: argparse.Namespace, models: Path, work: Path) 
         shutil.copytree(models, data_dir / "models")
         env: dict[str, str] = {"VOICEBOT_PRIVACY__RETENTION_DAYS": "30"}
         if config.storage == "postgres":
-            env.update({"VOICEBOT_STORAGE__BACKEND": "postgres", "VOICEBOT_STORAGE__URL": start_postgres(folder / "pg", stack)})
+            env.update({"VOICEBOT_STORAGE__BACKEND": "postgres", "VOICEBOT_STORAGE__URL": start_postgres(stack)})
         if config.redis:
             redis_server = RedisServer(folder / "redis").start()
             stack.callback(redis_server.stop)

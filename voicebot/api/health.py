@@ -46,7 +46,7 @@ async def _storage_ok(runtime: BotRuntime) -> Dependency:
     backend = runtime.settings.storage.backend
     try:
         async with asyncio.timeout(READINESS_TIMEOUT_S):
-            await runtime.storage.get_profile("\x00readiness-check")
+            await runtime.storage.get_profile("voicebot-readiness-check")  # read only: whoever has this id
     except Exception as exc:  # noqa: BLE001 - any failure means: not ready
         return Dependency(ok=False, backend=backend, error=f"{type(exc).__name__}: {exc}"[:200])
     return Dependency(ok=True, backend=backend)
