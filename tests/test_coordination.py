@@ -205,4 +205,15 @@ async def _checks(worker: Worker) -> bool:
 
 
 async def _holds(worker: Worker, conversation_id: str) -> bool:
-    return await worker.coordinator.redis.get(f"voicebot:conversation:{conversation_id}") == worker.coordinator.worker_id.encode()
+    holder = await worker.coordinator.redis.get(f"voicebot:conversation:{conversation_id}")
+    return holder is not None and holder.decode().startswith(f"{worker.coordinator.worker_id}:")
+
+
+async def test_a_reconnect_on_the_same_worker_keeps_the_lock(workers: tuple[Worker, Worker]) -> None:
+    a, b = workers
+    first = await a.coordinator.claim_conversation("conv-8")
+    first.release()  # the stale connection's session ends...
+    await a.coordinator.claim_conversation("conv-8")  # ...as the reconnected one takes the conversation here
+    await asyncio.gather(*a.coordinator._tasks)  # the first session's release has run by now
+    with pytest.raises(ConversationInUse):
+        await b.coordinator.claim_conversation("conv-8")

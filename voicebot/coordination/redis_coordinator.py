@@ -46,10 +46,11 @@ log = logging.getLogger(__name__)
 
 UNREACHABLE = (RedisError, OSError, TimeoutError)
 
-# Claim a conversation: free, or already this worker's -> 0; else the milliseconds left on the holder's lock.
+# Claim a conversation for the claim ARGV[1] ("<worker>:<n>"): free, or already this worker's (prefix ARGV[3])
+# -> 0; else the milliseconds left on the holder's lock.
 _CLAIM = """
 local holder = redis.call('GET', KEYS[1])
-if (not holder) or holder == ARGV[1] then
+if (not holder) or string.sub(holder, 1, string.len(ARGV[3])) == ARGV[3] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 0
 end
@@ -58,15 +59,16 @@ if left < 1 then left = 1 end
 return left
 """
 
-# Renew this worker's locks; a lapsed one nobody took is taken again. Returns the indexes (1-based) of lost ones.
+# Renew this worker's claims (KEYS[i] held by claim ARGV[i + 1]); a lapsed one nobody took is taken again.
+# Returns the indexes (1-based) of lost ones.
 _RENEW = """
 local lost = {}
 for i, key in ipairs(KEYS) do
   local holder = redis.call('GET', key)
-  if holder == ARGV[1] then
-    redis.call('PEXPIRE', key, ARGV[2])
+  if holder == ARGV[i + 1] then
+    redis.call('PEXPIRE', key, ARGV[1])
   elseif not holder then
-    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    redis.call('SET', key, ARGV[i + 1], 'PX', ARGV[1])
   else
     table.insert(lost, i)
   end
@@ -112,9 +114,13 @@ return #KEYS
 
 
 class RedisClaim:
-    def __init__(self, coordinator: RedisCoordinator, conversation_id: str) -> None:
+    """Held under its own token, so the end of a stale session on this worker does not free the
+    lock its reconnected successor (also on this worker) took meanwhile."""
+
+    def __init__(self, coordinator: RedisCoordinator, conversation_id: str, token: str) -> None:
         self._coordinator = coordinator
         self.conversation_id = conversation_id
+        self.token = token
         self.lost = False
         self.released = False
 
@@ -256,15 +262,16 @@ class RedisCoordinator:
         self._spawn(remove())
 
     async def claim_conversation(self, conversation_id: str) -> RedisClaim:
+        token = f"{self.worker_id}:{next(self._members)}"
         try:
-            left_ms = await self._claim(keys=[self._key("conversation", conversation_id)], args=[self.worker_id, self.ttl_ms])
+            left_ms = await self._claim(keys=[self._key("conversation", conversation_id)], args=[token, self.ttl_ms, f"{self.worker_id}:"])
         except UNREACHABLE as exc:
             raise self._unavailable(exc) from None
         if left_ms:
             retry_after = math.ceil(int(left_ms) / 100) / 10
             raise ConversationInUse("this conversation is open in another connection; close it there, or try again in "
                                     f"{retry_after:g} s", retry_after=retry_after)
-        claim = RedisClaim(self, conversation_id)
+        claim = RedisClaim(self, conversation_id, token)
         self.claims[conversation_id] = claim
         return claim
 
@@ -276,7 +283,7 @@ class RedisCoordinator:
 
         async def release() -> None:
             try:
-                await self._release(keys=[self._key("conversation", claim.conversation_id)], args=[self.worker_id])
+                await self._release(keys=[self._key("conversation", claim.conversation_id)], args=[claim.token])
             except UNREACHABLE:
                 pass  # it lapses after lock_ttl_s
 
@@ -299,8 +306,8 @@ class RedisCoordinator:
         slots = list(self.slots.values())
         async with self.redis.pipeline(transaction=False) as pipe:
             if claims:
-                await self._renew(keys=[self._key("conversation", c.conversation_id) for c in claims], args=[self.worker_id, self.ttl_ms],
-                            client=pipe)
+                await self._renew(keys=[self._key("conversation", c.conversation_id) for c in claims],
+                                  args=[self.ttl_ms, *(c.token for c in claims)], client=pipe)
             if slots:
                 keys, members = [], []
                 for slot in slots:
