@@ -204,7 +204,8 @@ class CoordinationSettings(_Section):
                                                     "after its worker stops renewing it: how soon a crashed worker's conversation "
                                                     "may be resumed elsewhere")
     key_prefix: str = Field("voicebot", min_length=1, max_length=64, description="prefix of every Redis key and channel of this deployment")
-    timeout_s: float = Field(1.0, gt=0, description="a Redis command taking longer counts as Redis unreachable")
+    timeout_s: float = Field(3.0, gt=0, description="a Redis command (or the wait for a pooled connection) taking longer counts as "
+                             "Redis unreachable; a refused connection counts at once")
 
 
 class PipelineSettings(_Section):

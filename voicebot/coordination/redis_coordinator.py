@@ -45,6 +45,7 @@ from voicebot.coordination.base import ControlHandler, ControlMessage, Conversat
 log = logging.getLogger(__name__)
 
 UNREACHABLE = (RedisError, OSError, TimeoutError)
+POOL_CONNECTIONS = 32  # Redis connections of one worker (one of them listens to the control channel)
 
 # Claim a conversation for the claim ARGV[1] ("<worker>:<n>"): free, or already this worker's (prefix ARGV[3])
 # -> 0; else the milliseconds left on the holder's lock.
@@ -154,8 +155,12 @@ class RedisCoordinator:
         self.worker_id = worker_id
         self.prefix = settings.key_prefix
         self.ttl_ms = int(settings.lock_ttl_s * 1000)
-        timeouts = {"socket_timeout": settings.timeout_s, "socket_connect_timeout": settings.timeout_s}
-        self.redis = aioredis.Redis.from_url(url, **timeouts)
+        # One bounded pool for every Redis call of this worker (the `limits` windows too): a burst of
+        # new sessions waits for one of a few connections instead of opening hundreds at once,
+        # which on a busy machine is what times out.
+        self.pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=POOL_CONNECTIONS, timeout=settings.timeout_s,
+                                                             socket_timeout=settings.timeout_s, socket_connect_timeout=settings.timeout_s)
+        self.redis = aioredis.Redis(connection_pool=self.pool)
         self._claim = self.redis.register_script(_CLAIM)
         self._renew = self.redis.register_script(_RENEW)
         self._release = self.redis.register_script(_RELEASE)
@@ -163,7 +168,7 @@ class RedisCoordinator:
         self._keep = self.redis.register_script(_KEEP_SESSIONS)
         # The shared moving windows of the `limits` library, and the in-memory one that counts
         # while Redis is unreachable (a live session goes on).
-        storage = RedisStorage(f"async+{url}", implementation="redispy", key_prefix=f"{self.prefix}:limits", **timeouts)
+        storage = RedisStorage(f"async+{url}", implementation="redispy", key_prefix=f"{self.prefix}:limits", connection_pool=self.pool)
         self._windows = MovingWindowRateLimiter(storage)
         self._local_rate = MessageRateLimiter.from_settings(limits)
         self._message_item = RateLimitItemPerSecond(self._local_rate.amount, self._local_rate.window_s)
@@ -196,6 +201,7 @@ class RedisCoordinator:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(*UNREACHABLE):
             await self.redis.aclose()
+            await self.pool.aclose()
 
     async def check(self) -> dict[str, Any]:
         try:
