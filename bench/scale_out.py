@@ -162,7 +162,11 @@ def measure(config: Config, args: argparse.Namespace, models: Path, work: Path) 
         level = chat_load.summarize(stats, elapsed, client_cpu, server, sum(per_process.values()), None)
         warnings = [line for line in (server.log_path.read_text(errors="replace").splitlines() if server.log_path else [])
                     if "ERROR" in line or "Traceback" in line]
+        cpu = sum(per_process.values())
         return {"config": config.name, "storage": config.storage, "workers": config.workers, "redis": config.redis,
+                # Turns per CPU-second the server processes got: what a turn costs, whatever share of
+                # the machine the servers were given (on a shared machine turns/s follows that share).
+                "turns_per_server_cpu_s": round(len(stats.latencies_ms) / cpu, 1) if cpu else None,
                 "server_startup_s": round(server.startup_s, 1), "server_cpu_s_by_pid": per_process, "server_log_errors": warnings[-5:],
                 **level}
 
@@ -210,7 +214,8 @@ def print_result(result: dict[str, Any], out: Callable[[str], None]) -> None:
     out(f"== {result['config']}: {result['storage']}, {result['workers']} worker(s), redis {result['redis']}: "
         f"{result['turns']} turns in {result['elapsed_s']} s = {result['turns_per_s']} turns/s; latency p50 {lat['p50']} ms, "
         f"p95 {lat['p95']} ms; errors {result['errors']}" + (f" {result['error_kinds']}" if result["errors"] else ""))
-    out(f"   server CPU s by pid {result['server_cpu_s_by_pid']} (elapsed {result['elapsed_s']} s); client CPU {result['client_cpu_s']} s")
+    out(f"   server CPU s by pid {result['server_cpu_s_by_pid']} (elapsed {result['elapsed_s']} s): "
+        f"{result['turns_per_server_cpu_s']} turns per server CPU-second; client CPU {result['client_cpu_s']} s")
     for sample in result["error_samples"][:4]:
         out(f"   ! {sample}")
     for line in result["server_log_errors"]:
