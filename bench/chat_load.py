@@ -87,7 +87,8 @@ class ServerProcess:
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     startup_s: float = 0.0
-    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)  # e.g. ["--workers", "2"] (bench/scale_out.py)
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. the storage and coordination settings
 
     @property
     def ws_url(self) -> str:
@@ -104,7 +105,7 @@ class ServerProcess:
         started = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "voicebot", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--data-dir", str(self.data_dir)],
+             "--data-dir", str(self.data_dir), *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env={**SATURATION_LIMITS, **os.environ, **self.extra_env},
             # Own session: a terminal Ctrl-C reaches only the benchmark, which then stops the
             # server exactly once, by pid (a second signal would make uvicorn skip its graceful exit).

@@ -30,11 +30,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from voicebot.server import serve
+    from voicebot.workers import check_workers
 
     settings = _settings(args)
+    check_workers(settings, args.workers)  # N > 1 needs a shared storage and Redis: refused with the reason otherwise
     _check_stored_keys(settings)
-    print(f"voicebot: serving {settings.domain.path} on http://{settings.server.host}:{settings.server.port}/", flush=True)
-    serve(settings)
+    workers = f" with {args.workers} workers" if args.workers > 1 else ""
+    print(f"voicebot: serving {settings.domain.path} on http://{settings.server.host}:{settings.server.port}/{workers}", flush=True)
+    serve(settings, args.workers)
     return 0
 
 
@@ -284,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(serve)
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8080)")
+    serve.add_argument("--workers", type=int, default=1, help="serving processes on this port (default 1); more than 1 needs "
+                       "PostgreSQL storage and [coordination] redis_url (docs/deploy.md)")
     serve.set_defaults(func=cmd_serve)
 
     chat = sub.add_parser("chat", help="talk to the bot in the terminal (reads stdin lines when piped)")

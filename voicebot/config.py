@@ -228,6 +228,19 @@ class AgentSettings(_Section):
     webhook: HandoffWebhookSettings = Field(default_factory=HandoffWebhookSettings)
 
 
+class CoordinationSettings(_Section):
+    """Workers of one deployment agree through Redis (voicebot.coordination): who serves a
+    conversation, the shared limits, control messages. Unset: one process, in memory."""
+
+    redis_url: SecretStr | None = Field(None, description="redis://[:password@]host:port/db; unset: single-process coordination in memory")
+    lock_ttl_s: float = Field(6.0, ge=1, description="a conversation lock (and a session's place in the shared counts) lapses this long "
+                                                    "after its worker stops renewing it: how soon a crashed worker's conversation "
+                                                    "may be resumed elsewhere")
+    key_prefix: str = Field("voicebot", min_length=1, max_length=64, description="prefix of every Redis key and channel of this deployment")
+    timeout_s: float = Field(3.0, gt=0, description="a Redis command (or the wait for a pooled connection) taking longer counts as "
+                             "Redis unreachable; a refused connection counts at once")
+
+
 class PipelineSettings(_Section):
     queue_size: int = Field(32, ge=1, description="Bound of each inter-stage queue")
     turn_timeout_s: float = Field(15.0, gt=0)
@@ -279,6 +292,7 @@ class Settings(BaseSettings):
     agents: AgentSettings = Field(default_factory=AgentSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    coordination: CoordinationSettings = Field(default_factory=CoordinationSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -87,21 +87,49 @@ async def drain_sessions(app: FastAPI, grace_s: float) -> None:
     await asyncio.gather(*(channel.drain(deadline) for channel in app.state.channels), return_exceptions=True)
 
 
-def serve(settings: Settings) -> None:
+def _graceful_server(config: Any, grace_s: float) -> Any:
     import uvicorn
 
-    class GracefulServer(uvicorn.Server):
+    class _GracefulServer(uvicorn.Server):
         """uvicorn closes websockets (1012) at once on SIGTERM; first stop listening and let the
         channels finish their turns and say goodbye."""
 
         async def shutdown(self, sockets: list[Any] | None = None) -> None:
             for server in self.servers:
                 server.close()
-            await drain_sessions(self.config.app, settings.server.shutdown_grace_s)  # type: ignore[arg-type]
+            await drain_sessions(self.config.app, grace_s)  # type: ignore[arg-type]
             await super().shutdown(sockets)
 
-    config = uvicorn.Config(
-        create_app(settings), host=settings.server.host, port=settings.server.port, ws="websockets-sansio",  # the `websockets` package, sans-I/O protocol
+    return _GracefulServer(config)
+
+
+def _uvicorn_config(settings: Settings, app: Any) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        app, host=settings.server.host, port=settings.server.port, ws="websockets-sansio",  # the `websockets` package, sans-I/O protocol
         ws_max_size=settings.server.max_frame_bytes, log_level="info", timeout_graceful_shutdown=10,
     )
-    GracefulServer(config).run()
+
+
+def run_worker(settings: Settings, sockets: list[Any] | None = None) -> None:
+    """One serving process: the app, uvicorn, the graceful SIGTERM; a ``shutdown`` control
+    message (voicebot.coordination) stops it the same way."""
+    app = create_app(settings)
+    server = _graceful_server(_uvicorn_config(settings, app), settings.server.shutdown_grace_s)
+
+    def stop() -> None:
+        server.should_exit = True
+
+    app.state.runtime.on_shutdown_request = stop
+    server.run(sockets=sockets)
+
+
+def serve(settings: Settings, workers: int = 1) -> None:
+    """Serve with ``workers`` processes on one port (see voicebot.workers for when N > 1 is allowed)."""
+    if workers == 1:
+        run_worker(settings)
+        return
+    from voicebot.workers import supervise
+
+    supervise(settings, workers)

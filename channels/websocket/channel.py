@@ -111,7 +111,7 @@ class _Close(Exception):
         self.code, self.reason = code, reason[:120]  # a close reason fits in 123 bytes
 
 
-SESSION_REFUSALS = ("too_many_sessions", "server_busy")
+SESSION_REFUSALS = ("too_many_sessions", "server_busy", "coordination_unavailable")
 
 
 def abort_transport(websocket: WebSocket) -> bool:
@@ -145,6 +145,7 @@ class _Connection:
         self.send_lock = asyncio.Lock()
         self.stalled = False
         self.refused_in_a_row = 0
+        self.answered: dict[str, dict[str, Any]] = {}  # turn id -> its stored answer, for messages retried with their client_id
 
     async def send(self, payload: dict[str, Any]) -> None:
         """Send one frame, waiting at most ``send_timeout_s`` for the client to take it.
@@ -282,6 +283,7 @@ class _Connection:
         if self.handle.resumed:
             payload["history"] = [{"user": h.user, "bot": h.bot, "language": h.language} for h in state.history]
             payload.update(await self.stored_turns(len(state.history)))
+            self.answered = {turn["turn_id"]: turn for turn in payload.pop("_answered")}
         else:
             payload["welcome"] = self.runtime.welcome(self.handle)
         await self.send(payload)
@@ -294,15 +296,26 @@ class _Connection:
         stored = await self.runtime.storage.get_conversation(self.handle.id, tenant=self.claims.tenant) or {"turns": [], "rating": None}
         keys = ("turn_index", "turn_id", "user_text", "bot_text", "language", "trace", "rating")
         turns = [{key: turn[key] for key in keys} for turn in stored["turns"][-count:]] if count else []
-        return {"turns": turns, "rating": stored["rating"]}
+        # Answers to send again when a message is retried (same client_id) after a fail-over: the
+        # text the customer was given (the state's history, in clear) where the history still has it.
+        history = self.handle.session.state.history
+        answered = []
+        for position, turn in enumerate(stored["turns"]):
+            back = len(stored["turns"]) - position
+            text = history[-back].bot if 0 < back <= len(history) else turn["bot_text"]
+            answered.append({"turn_id": turn["turn_id"], "text": text, "language": turn["language"], "trace": turn["trace"]})
+        return {"turns": turns, "rating": stored["rating"], "_answered": answered}
 
     async def user_message(self, message: UserMessage) -> None:
         assert self.handle is not None
         text = clean_text(message.text, self.runtime.settings.server.max_message_chars)
+        turn_id = self.handle.turn_id_for(message.client_id) if message.client_id else None
+        if turn_id is not None and await self.answer_again(turn_id, message.client_id):
+            return
         if len(self.pending) >= MAX_PENDING_TURNS:
-            self.handle.count_message()  # a refused message still counts toward the rate
+            await self.handle.count_message()  # a refused message still counts toward the rate
             raise ProtocolError("busy", f"at most {MAX_PENDING_TURNS} messages may wait for an answer; wait for the bot")
-        turn_id = await self.handle.send_text(text)  # counts toward the message rate
+        turn_id = await self.handle.send_text(text, turn_id=turn_id)  # counts toward the message rate
         self.refused_in_a_row = 0
         if self.handle.with_agents:  # stored and forwarded to the agents: no bot answer to wait for
             await self.send({"type": "ack", "turn_id": turn_id, "client_id": message.client_id, "forwarded": True})
@@ -311,11 +324,27 @@ class _Connection:
         await self.send({"type": "ack", "turn_id": turn_id, "client_id": message.client_id})
         await self.send({"type": "typing", "turn_id": turn_id, "on": True})
 
+    async def answer_again(self, turn_id: str, client_id: str | None) -> bool:
+        """A message retried with the ``client_id`` of one already taken (after a reconnect or a
+        fail-over to another worker) is answered once: its turn is acknowledged again and, if its
+        answer is stored, that answer is sent again; no second turn is made. False: a new message."""
+        assert self.handle is not None
+        if turn_id in self.pending or self.handle.in_flight(turn_id):
+            await self.send({"type": "ack", "turn_id": turn_id, "client_id": client_id, "repeated": True})
+            return True
+        stored = self.answered.get(turn_id)
+        if stored is None:
+            return False
+        await self.send({"type": "ack", "turn_id": turn_id, "client_id": client_id, "repeated": True})
+        await self.send({"type": "message", "turn_id": turn_id, "text": stored["text"], "language": stored["language"], "handoff": False,
+                         "trace": stored["trace"], "repeated": True})
+        return True
+
     async def feedback(self, message: Feedback) -> None:
         """Store a rating of a bot message of this conversation (by its turn id) or of the
         conversation. Only stored turns can be rated: a message is sent after its turn is stored."""
         assert self.handle is not None
-        self.handle.count_message()
+        await self.handle.count_message()
         self.refused_in_a_row = 0
         rating, comment = check_feedback(message)
         storage = self.runtime.storage
@@ -339,6 +368,7 @@ class _Connection:
                 if isinstance(event, BotTextChunk):
                     await self.send({"type": "chunk", "turn_id": event.turn_id, "index": event.index, "text": event.text})
                 elif isinstance(event, BotMessage):
+                    self.answered[event.turn_id] = {"text": event.text, "language": event.language, "trace": event.trace}
                     await self.send({"type": "message", "turn_id": event.turn_id, "text": event.text, "language": event.language,
                                      "handoff": event.handoff, "trace": event.trace})
                 elif isinstance(event, ErrorEvent):
@@ -350,6 +380,15 @@ class _Connection:
                                      "language": event.language})
             except (WebSocketDisconnect, RuntimeError, OSError):
                 gone = True  # client gone; the session still stores what it finishes
+        if handle.end_reason is not None and not gone:
+            await self.ended_by_server(handle.end_reason)
+
+    async def ended_by_server(self, reason: str) -> None:
+        """The server ended the session (its customer's data was erased, or another worker serves
+        it now): say why, then close. After an erasure there is nothing left to resume."""
+        with contextlib.suppress(Exception):
+            await self.send({"type": "ended", "reason": reason, "resume": reason != "erased"})
+        await self.close_socket(1000, f"conversation ended: {reason}")
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until the answers to messages already sent are out."""

@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from voicebot.access.http import Caller, requires
-from voicebot.api.common import SQLITE_MAX_INT
+from voicebot.api.common import SQLITE_MAX_INT, refusal_response
+from voicebot.coordination import CoordinationUnavailable
 from voicebot.core.runtime import BotRuntime
 
 
@@ -49,12 +51,16 @@ class RetentionRun(BaseModel):
 def router(runtime: BotRuntime) -> APIRouter:
     api = APIRouter()
 
-    @api.delete("/api/customers/{user_id}", response_model=Erasure, tags=["privacy"])
-    async def erase_customer(user_id: str, caller: Caller = Depends(requires("data:erase"))) -> Erasure:
-        """Right to erasure: end the customer's live sessions and delete every conversation, turn,
-        state and profile stored for ``user_id`` (in the key's tenant). Leaves an audit record
-        with counts only."""
-        erased = await runtime.erase_customer(user_id, caller.tenant, actor=caller.principal.name)
+    @api.delete("/api/customers/{user_id}", response_model=Erasure, tags=["privacy"],
+                responses={503: {"description": "the other workers cannot be reached (Redis): nothing was erased; try again"}})
+    async def erase_customer(user_id: str, caller: Caller = Depends(requires("data:erase"))) -> Erasure | JSONResponse:
+        """Right to erasure: end the customer's live sessions (on every worker) and delete every
+        conversation, turn, state and profile stored for ``user_id`` (in the key's tenant). Leaves
+        an audit record with counts only."""
+        try:
+            erased = await runtime.erase_customer(user_id, caller.tenant, actor=caller.principal.name)
+        except CoordinationUnavailable as exc:
+            return refusal_response(exc)
         return Erasure(**{key: erased[key] for key in Erasure.model_fields})
 
     @api.get("/api/audit", response_model=AuditPage, tags=["privacy"])

@@ -12,7 +12,8 @@ from voicebot.access.apikeys import ApiPrincipal, Forbidden, require_scope
 from voicebot.access.control import TokenRateLimited
 from voicebot.access.http import api_key_header, authenticate, bearer, presented_key
 from voicebot.access.tokens import AccessDenied
-from voicebot.api.common import BAD_BODY
+from voicebot.api.common import BAD_BODY, refusal_response
+from voicebot.coordination import CoordinationUnavailable
 from voicebot.core.runtime import BotRuntime
 
 
@@ -38,7 +39,8 @@ def router(runtime: BotRuntime) -> APIRouter:
 
     @api.post("/api/session-token", response_model=SessionToken, tags=["access"],
               responses={401: {"description": "an API key is required"}, 403: {"description": "origin, tenant or scope refused"},
-                         429: {"description": "too many tokens from this address"}, **BAD_BODY})
+                         429: {"description": "too many tokens from this address"},
+                         503: {"description": "coordination (Redis) unreachable: no new conversations now"}, **BAD_BODY})
     async def issue_session_token(request: Request, body: SessionTokenRequest,
                                   credentials: HTTPAuthorizationCredentials | None = Security(bearer),
                                   header_key: str | None = Security(api_key_header)) -> SessionToken | JSONResponse:
@@ -67,11 +69,13 @@ def router(runtime: BotRuntime) -> APIRouter:
                 raise HTTPException(403, "only an API key holder (the integrator's backend) may vouch for a customer")
             try:
                 access.check_origin(request.headers.get("origin"), tenant)
-                access.count_token_request(request.client.host if request.client else "unknown")
+                await runtime.coordination.count_token_request(request.client.host if request.client else "unknown")
             except AccessDenied as exc:
                 raise HTTPException(403, str(exc)) from None
             except TokenRateLimited as exc:
                 return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": str(int(exc.retry_after_s))})
+            except CoordinationUnavailable as exc:  # the shared token count cannot be reached: no new conversations now
+                return refusal_response(exc)
         token, claims = access.tokens.issue(tenant, customer=body.customer, language=body.language)
         return SessionToken(token=token, tenant=tenant, expires_at=claims.expires_at)
 

@@ -7,6 +7,7 @@ sessions through ``SessionHandle``, so every way in runs the same engine and the
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -14,9 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voicebot.access.control import AccessControl
-from voicebot.access.limits import CallLimiter, MessageRateLimiter, SessionLimiter, SessionSlot
+from voicebot.access.limits import CallLimiter, MessageRateLimiter, SessionLimiter
 from voicebot.agents.desk import AgentDesk
 from voicebot.config import ConfigError, Settings
+from voicebot.coordination import ControlMessage, build_coordinator
 from voicebot.core.errors import ResumeError, ShuttingDown, UnknownTenant
 from voicebot.core.events import BotMessage, BotReply, ErrorEvent, Event, UserText
 from voicebot.core.pipeline import SessionPipeline, Stage, TurnContext
@@ -65,7 +67,11 @@ class SessionHandle:
         )
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._closed = False
-        self.slot: SessionSlot | None = None  # its place in the session limits, set by open_session
+        self.slot: Any = None  # its place in the session limits (a coordination Slot), set by open_session
+        self.claim: Any = None  # this worker serves the conversation (a coordination Claim), set by open_session
+        # Why the server ended the session, for its channel to tell the client: "erased" (the
+        # customer's data was erased), "moved" (another worker serves the conversation now).
+        self.end_reason: str | None = None
 
     @property
     def id(self) -> str:
@@ -83,11 +89,11 @@ class SessionHandle:
         """The conversation waits for or is held by a human agent: the bot does not answer."""
         return self.runtime.agents.takes_messages(self.id)
 
-    def count_message(self) -> None:
-        """Count one message that makes the server work against the session's rate
-        (``limits.messages_per_second``); ``LimitExceeded("rate_limited")`` when over it.
-        ``send_text`` counts its own; a channel calls this for other work (a stored rating)."""
-        self.runtime.message_rate.hit(self.id)
+    async def count_message(self) -> None:
+        """Count one message that makes the server work against the conversation's rate
+        (``limits.messages_per_second``, across every worker); ``LimitExceeded("rate_limited")``
+        when over it. ``send_text`` counts its own; a channel calls this for other work (a stored rating)."""
+        await self.runtime.coordination.count_message(self.id)
 
     async def wait_idle(self, deadline: float) -> None:
         """Until every turn sent has its answer out of ``events()``, or ``deadline`` (loop time)."""
@@ -96,14 +102,15 @@ class SessionHandle:
             await asyncio.sleep(0.01)
 
     async def send_text(self, text: str, language: str | None = None, language_trace: dict[str, Any] | None = None,
-                        extra_trace: dict[str, Any] | None = None) -> str:
+                        extra_trace: dict[str, Any] | None = None, turn_id: str | None = None) -> str:
         """Start a turn for one user message; its events arrive on ``events()``.
 
         A voice channel passes the language its spoken-language ID chose and what it measured
         (recognition, endpointing) for the turn's trace. Counts toward the message rate:
-        ``LimitExceeded("rate_limited")`` before anything starts when over it."""
-        self.count_message()
-        turn_id = secrets.token_hex(6)
+        ``LimitExceeded("rate_limited")`` before anything starts when over it. ``turn_id``: one
+        the channel derived from the client's message id (``turn_id_for``), else a new one."""
+        await self.count_message()
+        turn_id = turn_id or secrets.token_hex(6)
         if self.runtime.agents.takes_messages(self.id):  # with the agents: stored and forwarded, the bot stays silent
             await self.runtime.agents.from_customer(self, turn_id, text)
             return turn_id
@@ -118,6 +125,16 @@ class SessionHandle:
 
     def cancel_turn(self, turn_id: str) -> bool:
         return self.pipeline.cancel_turn(turn_id)
+
+    def turn_id_for(self, client_id: str) -> str:
+        """The turn id of the client's message ``client_id`` in this conversation: the same on
+        every worker and after a resume, so a message retried after a fail-over is recognised
+        (its stored answer is sent again instead of a second turn)."""
+        return hashlib.blake2b(f"{self.id}\x00{client_id}".encode(), digest_size=6).hexdigest()
+
+    def in_flight(self, turn_id: str) -> bool:
+        """Whether the turn was sent and its answer is not out yet."""
+        return turn_id in self._timers
 
     async def events(self) -> AsyncIterator[Event]:
         async for event in self.pipeline.events():
@@ -186,7 +203,9 @@ class SessionHandle:
             self.runtime.sessions.pop(self.id, None)
             if self.slot is not None:
                 self.slot.release()  # after the drain: the slot stands for the work the session holds
-            self.runtime.message_rate.forget(self.id)
+            if self.claim is not None:
+                self.claim.release()  # its last turn is stored: another worker may serve the conversation now
+            self.runtime.coordination.forget_messages(self.id)
         try:
             await self.runtime.agents.session_ended(self)
         except Exception:  # the desk must not keep a session from ending
@@ -230,6 +249,10 @@ class BotRuntime:
         self.calls = CallLimiter(settings.voice.max_calls)  # shared by every voice channel (Channel.start_call)
         self.channels: dict[str, Any] = {}  # name -> Channel, filled by load_channels (the desk asks them at a hand-off)
         self.agents = AgentDesk(self)  # human agents: the hand-off queue, the consoles (voicebot.agents)
+        # Who serves which conversation, the limits across workers, control messages (voicebot.coordination);
+        # in memory (the two limiters above and the access control's token count) unless Redis is configured.
+        self.coordination = build_coordinator(settings, self.session_limiter, self.message_rate, self.access.count_token_request)
+        self.on_shutdown_request: Callable[[], None] | None = None  # set by the server: a 'shutdown' control message stops it
         self._swap_lock = asyncio.Lock()
         self.telemetry = Telemetry(self, settings)  # metrics (GET /metrics) and, when enabled, tracing spans
 
@@ -244,6 +267,7 @@ class BotRuntime:
             self.voice = await asyncio.to_thread(self._load_voice)
         if self.settings.generation.backend != "none":
             self.generator = await asyncio.to_thread(self._load_generator, self.settings.generation.backend_options())
+        await self.coordination.start(self._on_control, self._on_conversation_lost)
         self.retention.start()
         self.telemetry.start()
 
@@ -258,8 +282,17 @@ class BotRuntime:
         return DialogueEngine.from_folder(folder, self.settings.nlu, self.settings.language, data_dir, registry=self.registry)
 
     async def reload_domain(self, tenant: str) -> DialogueEngine:
-        """Load the tenant's domain folder again and serve it to new sessions; sessions already
-        open finish on the engine they started with, which is closed once the last one ends."""
+        """Load the tenant's domain folder again and serve it to new sessions, here and on every
+        other worker (a control message); sessions already open finish on the engine they started
+        with, which is closed once the last one ends."""
+        fresh = await self._reload_domain_here(tenant)
+        try:
+            await self.coordination.broadcast(ControlMessage("reload_domain", {"tenant": tenant}, origin=self.coordination.worker_id))
+        except Exception:  # reloaded here; the others reload at their next start
+            log.exception("domain %s reloaded here but not announced to the other workers", tenant)
+        return fresh
+
+    async def _reload_domain_here(self, tenant: str) -> DialogueEngine:
         try:
             fresh = await asyncio.to_thread(self._load_engine, tenant, tenant_domains(self.settings)[tenant])
         except DomainError as exc:
@@ -298,12 +331,44 @@ class BotRuntime:
         return VoiceServices(vad, recognizer, voices, TurnTakingOptions(**settings.voice.turns))
 
     async def erase_customer(self, user_id: str, tenant: str | None = None, *, actor: str = "api") -> dict[str, Any]:
-        """Right to erasure: end the customer's live sessions (of ``tenant`` when given), then
-        delete everything stored about them (``Storage.erase_customer``: counts, audit id)."""
-        for handle in list(self.sessions.values()):
-            if handle.session.user_id == user_id and tenant in (None, handle.session.tenant):
-                await handle.close()
+        """Right to erasure: end the customer's live sessions (of ``tenant`` when given) on every
+        worker and wait until their last turns are stored, then delete everything stored about
+        them (``Storage.erase_customer``: counts, audit id). ``CoordinationUnavailable`` when the
+        other workers cannot be told: nothing is deleted then (a live session elsewhere would
+        store its next turn after the deletion)."""
+        message = ControlMessage("end_customer_sessions", {"user_id": user_id, "tenant": tenant}, origin=self.coordination.worker_id)
+        await self.coordination.broadcast(message, wait_s=self.settings.server.shutdown_grace_s + 5)
         return await self.storage.erase_customer(user_id, tenant, actor=actor)
+
+    async def _end_customer_sessions(self, user_id: str, tenant: str | None) -> None:
+        handles = [handle for handle in self.sessions.values() if handle.session.user_id == user_id and tenant in (None, handle.session.tenant)]
+        for handle in handles:
+            handle.end_reason = "erased"
+        await asyncio.gather(*(handle.close() for handle in handles))
+
+    async def _on_control(self, message: ControlMessage) -> None:
+        """A control message from any worker (this one included)."""
+        payload = message.payload
+        if message.kind == "end_customer_sessions":
+            await self._end_customer_sessions(str(payload["user_id"]), payload.get("tenant"))
+        elif message.kind == "reload_domain":
+            if message.origin != self.coordination.worker_id and payload.get("tenant") in self.engines:
+                log.info("reloading domain %s (asked by worker %s)", payload["tenant"], message.origin)
+                await self._reload_domain_here(str(payload["tenant"]))
+        elif message.kind == "shutdown":
+            log.info("shutdown asked by %s", message.origin or "an operator")
+            if self.on_shutdown_request is not None:
+                self.on_shutdown_request()
+        else:
+            log.warning("unknown control message %r ignored", message.kind)
+
+    async def _on_conversation_lost(self, conversation_id: str) -> None:
+        """Another worker serves the conversation now (this one's lock lapsed): end it here."""
+        handle = self.sessions.get(conversation_id)
+        if handle is not None:
+            handle.claim = None  # not ours to release
+            handle.end_reason = "moved"
+            await handle.close()
 
     def record_interruption(self, conversation_id: str, turn_id: str, delivered: str) -> None:
         """Barge-in: store what the caller actually heard of that turn's answer."""
@@ -339,6 +404,7 @@ class BotRuntime:
             self.voice.recognizer.close()
             self.voice.voices.close()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.coordination.close()
         await self.storage.close()
         self.telemetry.close()
         if self._log_redaction is not None:
@@ -364,7 +430,9 @@ class BotRuntime:
         if tenant not in self.engines:
             raise UnknownTenant(f"this server hosts no tenant {tenant!r}")
         engine = self.engines[tenant]
-        slot: SessionSlot | None = None
+        slot: Any = None
+        claim: Any = None
+        coordination = self.coordination
         try:
             if resume_token:
                 found = await self.storage.resume(resume_token)
@@ -372,26 +440,36 @@ class BotRuntime:
                     raise ResumeError("unknown or expired resume token")
                 info, state = found
                 previous = self.sessions.get(info["id"])
-                if previous is not None:  # the same conversation reconnected: the old socket is stale
-                    await previous.close()  # first, so its slot is free for the new connection
-                slot = self.session_limiter.acquire(client)
+                if previous is not None:  # the same conversation reconnected here: the old socket is stale
+                    await previous.close()  # first, so its slot (and its lock) is free for the new connection
+                claim = await coordination.claim_conversation(info["id"])  # ConversationInUse: another worker serves it
+                if coordination.shared:  # the worker that served it until now may have stored a turn since the read
+                    found = await self.storage.resume(resume_token)
+                    if found is None:
+                        raise ResumeError("unknown or expired resume token")
+                    info, state = found
+                slot = await coordination.admit_session(client)
                 session = Session(info["id"], channel, state, info["user_id"], tenant)
                 handle = SessionHandle(self, session, resume_token, resumed=True)
             else:
-                slot = self.session_limiter.acquire(client)
+                slot = await coordination.admit_session(client)
                 if user_id and not language:
                     profile = await self.storage.get_profile(user_id)
                     language = profile["preferred_language"] if profile else None
                 state = engine.new_state(language, identity=customer)
                 session = Session(Session.new_id(), channel, state, user_id, tenant)
                 token = secrets.token_urlsafe(24)
+                claim = await coordination.claim_conversation(session.id)
                 await self.storage.create_conversation(session.id, token, channel, state.language, user_id, state, tenant=tenant)
                 handle = SessionHandle(self, session, token, resumed=False)
         except BaseException:
             if slot is not None:
                 slot.release()
+            if claim is not None:
+                claim.release()
             raise
         handle.slot = slot
+        handle.claim = claim
         self.sessions[session.id] = handle
         handle.start()
         if handle.resumed:
