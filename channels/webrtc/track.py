@@ -145,6 +145,7 @@ class BotAudioTrack(PacedAudioTrack):
         super().__init__()
         self.playout = PlayoutQueue(OUT_RATE)
         self.on_speaking_changed: list[Callable[[bool], None]] = self.playout.on_speaking_changed  # the same list
+        self.on_playback_started: list[Callable[[], None]] = self.playout.on_playback_started  # when a frame of speech goes out
 
     @property
     def speaking(self) -> bool:

@@ -8,6 +8,7 @@ end the turn, the transcript is (almost) ready.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -28,7 +29,16 @@ class TurnTakingOptions(BaseModel):
     speech_stop_threshold: float = Field(0.35, ge=0, le=1, description="below this a frame is silence (hysteresis)")
     min_speech_ms: int = Field(160, ge=0, description="speech shorter than this is noise, not a turn")
     end_of_turn_silence_ms: int = Field(640, ge=100, description="silence that ends the caller's turn; longer than a mid-sentence pause (~300 ms)")
-    speculative_after_ms: int = Field(224, ge=0, description="silence after which recognition starts early, in case the turn is ending")
+    complete_turn_silence_ms: int = Field(416, ge=100, description="silence that ends a turn whose words so far are a complete "
+                                          "question (the speculative transcript); 0.3 s comma pauses stay shorter")
+    incomplete_turn_silence_ms: int = Field(1200, ge=100, description="silence needed when the words so far cannot end a turn: "
+                                            "a number being read out ('my number is 1 2 3'), a trailing 'and', 'the', 'um'")
+    speculative_after_ms: int = Field(96, ge=0, description="silence after which recognition starts early, in case the turn is "
+                                      "ending; a call never has two recognitions on the model, so a pause that turns out to be "
+                                      "mid-sentence wastes at most one")
+    settled_language_turns: int = Field(0, ge=0, description="after this many turns in one language, decode in it without "
+                                        "Whisper's language detection (0: detect on every turn, so a caller may switch at any "
+                                        "turn); a one-language domain never detects")
     max_utterance_s: float = Field(20.0, gt=0, description="a turn is cut here even if the caller keeps talking")
     barge_in_min_speech_ms: int = Field(600, ge=0, description="speech over the bot this long interrupts it; 'mm', 'ok' are shorter")
     pre_speech_ms: int = Field(480, ge=0, description="audio kept from before speech started: soft onsets, VAD flicker at the first syllable")
@@ -60,6 +70,8 @@ class Endpointer:
     _barged: bool = False
     _overlapped: bool = False
     last_speech_frame_at: float = 0.0  # audio seconds of the last voiced frame (for latency)
+    last_speech_seen_at: float = 0.0  # time.monotonic() when the last voiced frame was processed
+    end_of_turn_silence_ms: int | None = None  # this pause's end-of-turn silence, once the words have set it
     _clock_frames: int = 0
 
     @property
@@ -101,7 +113,9 @@ class Endpointer:
         self._overlapped = self._overlapped or self.bot_speaking
         if voiced:
             self.last_speech_frame_at = self._clock_frames * FRAME_MS / 1000
+            self.last_speech_seen_at = time.monotonic()
             self._speech_ms += FRAME_MS
+            self.end_of_turn_silence_ms = None
             if self._paused_sent:
                 events.append((TurnEvent.RESUMED, None))
                 self._paused_sent = False
@@ -115,13 +129,36 @@ class Endpointer:
                 self._paused_sent = True
                 events.append((TurnEvent.PAUSED, self.utterance))
         too_long = len(self._utterance) * FRAME_MS >= options.max_utterance_s * 1000
-        if self._silence_ms >= options.end_of_turn_silence_ms or too_long:
-            if self._overlapped and not self._barged:
-                events.append((TurnEvent.BACKCHANNEL, self.utterance))
-            else:
-                events.append((TurnEvent.TURN_ENDED, self.utterance))
-            self._reset()
+        if self._silence_ms >= self.silence_to_end_ms or too_long:
+            events.append(self._end())
         return events
+
+    @property
+    def silence_to_end_ms(self) -> int:
+        """The silence that ends the turn in the pause going on: set from the words, else the default."""
+        return self.end_of_turn_silence_ms or self.options.end_of_turn_silence_ms
+
+    @property
+    def silence_ms(self) -> int:
+        return self._silence_ms if self._in_speech else 0
+
+    def in_pause(self) -> bool:
+        """The caller has spoken and is silent now (long enough for a speculative recognition)."""
+        return self._in_speech and self._paused_sent
+
+    def set_end_of_turn_silence(self, milliseconds: int) -> list[tuple[TurnEvent, np.ndarray | None]]:
+        """The words heard so far set this pause's end-of-turn silence; a pause already that long
+        ends the turn now."""
+        if not self.in_pause():
+            return []
+        self.end_of_turn_silence_ms = milliseconds
+        return [self._end()] if self._silence_ms >= milliseconds else []
+
+    def _end(self) -> tuple[TurnEvent, np.ndarray | None]:
+        event = TurnEvent.BACKCHANNEL if self._overlapped and not self._barged else TurnEvent.TURN_ENDED
+        utterance = self.utterance
+        self._reset()
+        return event, utterance
 
     def _reset(self) -> None:
         self._in_speech = False
@@ -132,3 +169,4 @@ class Endpointer:
         self._paused_sent = False
         self._barged = False
         self._overlapped = False
+        self.end_of_turn_silence_ms = None
