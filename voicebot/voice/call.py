@@ -52,6 +52,25 @@ OnEvent = Callable[[Event], None]
 
 
 @dataclass
+class InboundCost:
+    """Wall time the call spends on the caller's audio (resampling, VAD and endpointing), for the
+    latency breakdown: these run on the event loop, in the path of every frame."""
+
+    seconds_of_audio: float = 0.0
+    resample_s: float = 0.0
+    vad_s: float = 0.0
+
+    def add(self, samples: int, resample_s: float, vad_s: float) -> None:
+        self.seconds_of_audio += samples / SAMPLE_RATE
+        self.resample_s += resample_s
+        self.vad_s += vad_s
+
+    def per_20ms_frame_ms(self) -> dict[str, float]:
+        frames = max(self.seconds_of_audio / 0.02, 1.0)
+        return {"resample_ms": round(self.resample_s * 1000 / frames, 3), "vad_ms": round(self.vad_s * 1000 / frames, 3)}
+
+
+@dataclass
 class VoiceServices:
     """Models shared by every call of the process (loaded once, at start)."""
 
@@ -75,6 +94,7 @@ class VoiceCall:
         self.assembler = SentenceAssembler()
         self.current_turn: str | None = None
         self.bad_chunks = 0  # caller audio dropped as unusable
+        self.inbound_cost = InboundCost()
         self.recognitions = CallRecognitions(self._start_recognition, self._utterance_if_paused, self._speculative_heard)
         self._takes_progress = _accepts_progress(services.recognizer)
         self._same_language_turns = 0  # turns in a row in the call's current language
@@ -112,6 +132,7 @@ class VoiceCall:
         """Caller audio: int16 or float32 (in [-1, 1]), mono or (frames, channels), at any rate
         from 4 to 384 kHz, in chunks of any size. Audio that cannot be used (a rate out of range,
         not numbers) is dropped and counted rather than ending the call."""
+        started = time.perf_counter()
         try:
             audio = self.inbound.push(samples, sample_rate)
         except BadAudio as exc:
@@ -119,7 +140,10 @@ class VoiceCall:
             if self.bad_chunks == 1 or self.bad_chunks % 1000 == 0:
                 log.warning("call %s: dropped %d unusable audio chunk(s): %s", self.handle.id, self.bad_chunks, exc)
             return
-        for event, utterance in self.endpointer.feed(audio):
+        resampled = time.perf_counter()
+        events = self.endpointer.feed(audio)
+        self.inbound_cost.add(len(audio), resampled - started, time.perf_counter() - resampled)
+        for event, utterance in events:
             self._turn_event(event, utterance)
 
     def _turn_event(self, event: TurnEvent, utterance: np.ndarray | None) -> None:
@@ -289,8 +313,8 @@ class VoiceCall:
 
     def _emit_latency(self, turn_id: str) -> None:
         marks = self._turn_marks.get(turn_id, {})
-        self._emit(TurnLatency, turn_id, marks={k: round(v, 4) for k, v in marks.items()}, hops_ms=latency_hops(marks),
-                   details=self._turn_details.pop(turn_id, {}))
+        details = {**self._turn_details.pop(turn_id, {}), "inbound_per_frame": self.inbound_cost.per_20ms_frame_ms()}
+        self._emit(TurnLatency, turn_id, marks={k: round(v, 4) for k, v in marks.items()}, hops_ms=latency_hops(marks), details=details)
 
     def _sink_speaking_changed(self, speaking: bool) -> None:
         self._sink_speaking = speaking
