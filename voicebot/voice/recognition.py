@@ -115,8 +115,11 @@ class CallRecognitions:
             recognition.task.cancel()  # still queued: withdraw it, the model never sees it
             self.turn.speculative_withdrawn += 1
         else:
-            self.turn.speculative_discarded += 1  # it runs to its end; its result is dropped
-            recognition.discarded_in = self.turn
+            self.turn.speculative_discarded += 1  # it runs (or ran) to its end; its result is dropped
+            if recognition.task.done():
+                self.turn.discarded_cpu_s += recognition.progress.process_cpu_s
+            else:
+                recognition.discarded_in = self.turn
 
     async def final(self, utterance: np.ndarray) -> tuple[Transcription, Recognition, TurnRecognition]:
         """The turn's transcript: the speculative one when the caller stayed silent since it
