@@ -4,8 +4,10 @@ Voice-to-voice: from the caller's last voiced frame sent to the first bot frame 
 -40 dBFS. The server's ``turn_latency`` event splits it, with CLOCK_MONOTONIC marks the caller
 shares on this machine:
 
-    transport_in        caller's last voiced frame sent -> that frame processed by the endpointer
-                        (RTP on loopback, aiortc's jitter buffer, Opus decode, resample, VAD)
+    transport_in        caller's last voiced frame sent -> that frame (above -40 dBFS) processed by
+                        the endpointer (RTP on loopback, aiortc's jitter buffer: 4 packets = 80 ms
+                        of prefetch, Opus decode, resample)
+    vad_hangover        -> the last frame the VAD still calls speech
     endpointing         -> end of turn decided (the end-of-turn silence; shorter after a complete
                         question, longer while a number is read out)
     asr_after_end       -> transcript ready (0 when the speculative recognition was reused)
@@ -106,7 +108,8 @@ def turn_figures(ended: float, latency: float | None, heard_at: float | None, me
     marks, hops, details = turn_latency["marks"], turn_latency["hops_ms"], turn_latency["details"]
     trace_asr = details.get("asr", {})
     figures.update({
-        "transport_in_ms": (marks["speech_seen"] - ended) * 1000 if "speech_seen" in marks else float("nan"),
+        "transport_in_ms": (marks["sound_seen"] - ended) * 1000 if "sound_seen" in marks else float("nan"),
+        "vad_hangover_ms": _number(hops.get("vad_hangover")),
         "endpointing_ms": _number(hops.get("endpointing")),
         "asr_after_end_ms": _number(hops.get("asr_after_end_of_turn")),
         "dialogue_ms": _number(hops.get("dialogue")),

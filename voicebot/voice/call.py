@@ -159,7 +159,8 @@ class VoiceCall:
             self.recognitions.resumed()
             self._emit(Backchannel)
         elif event is TurnEvent.TURN_ENDED and utterance is not None:
-            marks = {"speech_seen": self.endpointer.last_speech_seen_at, "end_of_turn": time.monotonic()}
+            marks = {"sound_seen": self.endpointer.last_sound_seen_at, "speech_seen": self.endpointer.last_speech_seen_at,
+                     "end_of_turn": time.monotonic()}
             task = asyncio.create_task(self._finish_turn(utterance, marks, self._endpointing))
             self._endpointing: dict[str, Any] = {}  # how the pause going on will end: set from its speculative words
             self._pending_turns.add(task)
@@ -403,9 +404,9 @@ def _recognition_trace(transcription: Transcription, recognition: Recognition, t
 
 def latency_hops(marks: dict[str, float]) -> dict[str, float]:
     """The server's share of voice-to-voice, hop by hop (ms), from a turn's marks."""
-    hops = [("endpointing", "speech_seen", "end_of_turn"), ("asr_after_end_of_turn", "end_of_turn", "recognised"),
+    hops = [("vad_hangover", "sound_seen", "speech_seen"), ("endpointing", "speech_seen", "end_of_turn"), ("asr_after_end_of_turn", "end_of_turn", "recognised"),
             ("dialogue", "recognised", "message"), ("tts_first_chunk", "message", "first_audio"),
-            ("to_first_frame_out", "first_audio", "first_frame_out"), ("server_total", "speech_seen", "first_frame_out")]
+            ("to_first_frame_out", "first_audio", "first_frame_out"), ("server_total", "sound_seen", "first_frame_out")]
     return {name: round((marks[end] - marks[start]) * 1000, 1) for name, start, end in hops if start in marks and end in marks}
 
 

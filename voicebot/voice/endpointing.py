@@ -5,8 +5,9 @@ The speculative transcript of a pause is ready well before the default end-of-tu
 passed, and it says what the silence alone cannot: "What is your return policy?" is finished,
 "my number is 1 2 3" and "I ordered it and" are not. The decision is deliberately narrow: only a
 question (Whisper writes its question mark) of a few words, not ending in a short digit run,
-ends sooner; a statement keeps the default silence, because "Hi." and "I ordered a jacket last
-week." are as often the start of a longer turn as its end.
+ends sooner; a statement keeps the default silence, because "I ordered a jacket last week." is
+as often the start of a longer turn as its end; a greeting alone ("Hi") waits like an
+unfinished number, since the request follows it.
 """
 
 from __future__ import annotations
@@ -31,8 +32,25 @@ und oder aber weil dann der die das ein eine mein meine ist sind zu von mit für
 y o pero porque el la los las un una mi es son de con para que
 et ou mais parce le les une mon ma est sont avec pour que
 """.split())
+_GREETINGS = frozenset("hi hello hey hallo hola bonjour ciao morning".split())
 _MIN_QUESTION_WORDS = 3
 _MIN_DIGIT_RUN = 5  # "order number 12345" is whole; "1 2 3" (so far) is a number still being read out
+
+
+_DIGIT_WORDS = frozenset("zero oh one two three four five six seven eight nine".split())
+
+
+def _trailing_digits(words: list[str]) -> int:
+    """Digits at the end of the words, however Whisper wrote them: "12,345", "5'4. 3'2", "five four"."""
+    count = 0
+    for word in reversed(words):
+        if word.isdigit():
+            count += len(word)
+        elif word in _DIGIT_WORDS:
+            count += 1
+        else:
+            break
+    return count
 
 
 def completeness(text: str) -> Completeness:
@@ -41,11 +59,12 @@ def completeness(text: str) -> Completeness:
     if not stripped:
         return Completeness.UNKNOWN
     words = re.findall(r"[^\W_]+", stripped.lower())
-    trailing_digits = re.search(r"(\d[\d\s,.\-]*)[.?!]?$", stripped)
-    if trailing_digits is not None and len(re.sub(r"\D", "", trailing_digits.group(1))) < _MIN_DIGIT_RUN:
+    if 0 < _trailing_digits(words) < _MIN_DIGIT_RUN:
         return Completeness.INCOMPLETE
     if stripped.endswith((",", "...", "…", "-", ":")) or (words and words[-1] in _CONTINUATIONS):
         return Completeness.INCOMPLETE
+    if len(words) == 1 and words[0] in _GREETINGS:
+        return Completeness.INCOMPLETE  # "Hi", then the request: a greeting alone opens a turn
     if stripped.endswith("?") and len(words) >= _MIN_QUESTION_WORDS:
         return Completeness.COMPLETE
     return Completeness.UNKNOWN

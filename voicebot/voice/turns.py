@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from voicebot.pipelines.vad.base import FRAME_SAMPLES, SAMPLE_RATE, VadStream
 
 FRAME_MS = FRAME_SAMPLES * 1000 // SAMPLE_RATE  # 32
+_SOUND_RMS = 0.01  # -40 dBFS: the level a caller's own meter calls sound (for the latency marks only)
 
 
 class TurnTakingOptions(BaseModel):
@@ -28,7 +29,9 @@ class TurnTakingOptions(BaseModel):
     speech_start_threshold: float = Field(0.5, ge=0, le=1, description="VAD probability that counts a frame as speech")
     speech_stop_threshold: float = Field(0.35, ge=0, le=1, description="below this a frame is silence (hysteresis)")
     min_speech_ms: int = Field(160, ge=0, description="speech shorter than this is noise, not a turn")
-    end_of_turn_silence_ms: int = Field(640, ge=100, description="silence that ends the caller's turn; longer than a mid-sentence pause (~300 ms)")
+    end_of_turn_silence_ms: int = Field(800, ge=100, description="silence that ends the caller's turn when its words do not say "
+                                        "more: longer than a pause mid-sentence (0.5 s of silence inserted between words measures "
+                                        "~0.7 s, with the voice's own trailing and leading silence)")
     complete_turn_silence_ms: int = Field(416, ge=100, description="silence that ends a turn whose words so far are a complete "
                                           "question (the speculative transcript); 0.3 s comma pauses stay shorter")
     incomplete_turn_silence_ms: int = Field(1200, ge=100, description="silence needed when the words so far cannot end a turn: "
@@ -71,6 +74,7 @@ class Endpointer:
     _overlapped: bool = False
     last_speech_frame_at: float = 0.0  # audio seconds of the last voiced frame (for latency)
     last_speech_seen_at: float = 0.0  # time.monotonic() when the last voiced frame was processed
+    last_sound_seen_at: float = 0.0  # time.monotonic() of the last frame above -40 dBFS (the VAD's hangover follows it)
     end_of_turn_silence_ms: int | None = None  # this pause's end-of-turn silence, once the words have set it
     _clock_frames: int = 0
 
@@ -92,6 +96,8 @@ class Endpointer:
     def _frame(self, frame: np.ndarray) -> list[tuple[TurnEvent, np.ndarray | None]]:
         options = self.options
         self._clock_frames += 1
+        if float(np.sqrt(np.mean(frame * frame))) > _SOUND_RMS:
+            self.last_sound_seen_at = time.monotonic()
         probability = self.vad.probability(frame)
         voiced = probability >= (options.speech_stop_threshold if self._in_speech else options.speech_start_threshold)
         events: list[tuple[TurnEvent, np.ndarray | None]] = []
