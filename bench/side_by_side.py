@@ -35,7 +35,9 @@ import numpy as np
 import soundfile
 
 REPO = Path(__file__).resolve().parents[1]
-PEER = REPO.parent.parent / "shared" / "peers" / "pipecat"  # /work/shared/peers/pipecat beside the worktrees
+# ../shared/peers/pipecat from the checkout (or from any folder above it: worktrees sit deeper)
+PEER = next((parent / "shared" / "peers" / "pipecat" for parent in REPO.parents if (parent / "shared" / "peers" / "pipecat").is_dir()),
+            REPO.parent / "shared" / "peers" / "pipecat")
 REPLY = ("To protect your data, I first need to check that order 12345 is yours. "
          "What is the email address or phone number on the order?")
 OWN_WAVS: dict[str, list[str | float]] = {

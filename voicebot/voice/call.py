@@ -96,6 +96,7 @@ class VoiceCall:
         self.bad_chunks = 0  # caller audio dropped as unusable
         self.inbound_cost = InboundCost()
         self.recognitions = CallRecognitions(self._start_recognition, self._utterance_if_paused, self._speculative_heard)
+        self.endpointer.words_pending = lambda: self.recognitions.words_pending
         self._takes_progress = _accepts_progress(services.recognizer)
         self._same_language_turns = 0  # turns in a row in the call's current language
         self._spoken_turn: str | None = None  # the turn whose answer the speaker has started

@@ -71,6 +71,11 @@ class CallRecognitions:
     def busy(self) -> bool:
         return bool(self._on_model)
 
+    @property
+    def words_pending(self) -> bool:
+        """The pause going on will get a transcript: its speculative recognition runs or waits for the model."""
+        return self._pause_waiting or (self.current is not None and not self.current.task.done())
+
     def _start(self, utterance: np.ndarray, speculative: bool) -> Recognition:
         progress = RecognitionProgress(submitted_at=time.monotonic())
         awaitable, language = self._recognise(utterance, progress, speculative)

@@ -9,6 +9,7 @@ end the turn, the transcript is (almost) ready.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -76,6 +77,7 @@ class Endpointer:
     last_speech_seen_at: float = 0.0  # time.monotonic() when the last voiced frame was processed
     last_sound_seen_at: float = 0.0  # time.monotonic() of the last frame above -40 dBFS (the VAD's hangover follows it)
     end_of_turn_silence_ms: int | None = None  # this pause's end-of-turn silence, once the words have set it
+    words_pending: Callable[[], bool] | None = None  # a recognition of this pause is under way: its words decide
     _clock_frames: int = 0
 
     @property
@@ -135,9 +137,16 @@ class Endpointer:
                 self._paused_sent = True
                 events.append((TurnEvent.PAUSED, self.utterance))
         too_long = len(self._utterance) * FRAME_MS >= options.max_utterance_s * 1000
-        if self._silence_ms >= self.silence_to_end_ms or too_long:
+        if too_long or (self._silence_ms >= self.silence_to_end_ms and not self._waiting_for_words()):
             events.append(self._end())
         return events
+
+    def _waiting_for_words(self) -> bool:
+        """The default silence has passed but the pause's transcript is still being recognised:
+        wait for its words (up to the longest silence), which cost no latency, since the reply
+        needs that transcript anyway."""
+        return (self.end_of_turn_silence_ms is None and self.words_pending is not None and self.words_pending()
+                and self._silence_ms < self.options.incomplete_turn_silence_ms)
 
     @property
     def silence_to_end_ms(self) -> int:
