@@ -10,8 +10,11 @@ with the text voicebot's demo says to the order question, so both synthesise the
 WAVs: the two of the peer folder (no pause; "Hi, where ..." with Piper's own ~0.3 s comma pause),
 and this script's own: a 0.5 s pause inserted after "Hi,", and a longer question with two comma
 pauses. Voice-to-voice: the caller's last voiced frame sent -> the first reply frame above
--40 dBFS received. "segments" counts the reply bursts per call: 2 means the bot answered a
-fragment and then again. The 2-calls row runs two callers at once on the no-pause WAV.
+-40 dBFS received. Each bot gets one warm-up call first (not counted). "bursts" are the reply's
+loud runs split by 0.3 s of quiet: a bot that answers a fragment and then the whole sentence
+shows two replies' worth; on a loaded machine a synthesiser falling behind playback also splits
+a reply (listen to the recordings in the work folder). The 2-calls row runs two callers at once
+on the no-pause WAV.
 
     .venv/bin/python bench/side_by_side.py --calls 10        # the lead's run, on a quiet machine
     .venv/bin/python bench/side_by_side.py --calls 2 --bots voicebot   # a quick check
@@ -133,6 +136,9 @@ def make_wavs(work: Path, peer: Path, python: Path) -> dict[str, Path]:
 def run_callers(python: Path, peer: Path, work: Path, bot: str, url: str, signalling: str, wavs: dict[str, Path], calls: int) -> None:
     env = {**os.environ, "PYTHONPATH": str(peer)}
     client = [str(python), str(peer / "call_client.py"), "--signalling", signalling, "--url", url, "--calls", str(calls)]
+    with (work / f"{bot}_warmup.txt").open("w") as log:  # a first call loads what loads lazily; not counted
+        subprocess.run([*client[:-1], "1", "--wav", str(wavs["nopause"]), "--out", str(work / f"{bot}_warmup.jsonl"),
+                        "--record-dir", str(work / f"rec_{bot}_warmup")], check=True, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
     for name, wav in wavs.items():
         out = work / f"{bot}_{name}.jsonl"
         print(f"  {bot}: {calls} call(s) with {wav.name}", flush=True)
