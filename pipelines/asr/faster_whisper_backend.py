@@ -25,8 +25,8 @@ question as for 30 s of speech. CTranslate2 encodes a shorter window as well (wh
 longest utterance plus one second of padding, at least ``encoder_window_s``: about 3x less
 encoder work for a short question. A window cut this short can make the decoder loop or wander
 (whisper.cpp's users report it; measured here on windows cut to the audio's exact length), so
-the rows whose text fails Whisper's tests are recognised again on the full 30 s window before any
-beam search. ``encoder_window_s = 30`` (or ``None``) keeps Whisper's own window.
+the rows whose text fails Whisper's tests, or whose detected language leaves the call's, are
+recognised again on the full 30 s window before any beam search. ``encoder_window_s = 30`` (or ``None``) keeps Whisper's own window.
 
 Language codes: callers speak the project's codes (``zh``, ``zh-tw``, ``en``...); Whisper knows only
 ``zh`` for Chinese, so ``zh-tw``/``zh-hk``/``zh-hant``/``zh-cn``/``cmn`` are sent to Whisper as
@@ -261,7 +261,12 @@ class FasterWhisperRecognizer(BatchedWhisper):
         decoded: dict[int, _Decoded] = {}
         if short:
             decoded = dict(zip(short, self._decode(encoded, features, prompts, languages, durations, short, self.beam_size), strict=True))
-        failed = [i for i, d in decoded.items() if d.needs_fallback] if frames is not None else []
+        failed = []
+        if frames is not None:
+            # Loops or wandering text, and a switch away from the call's language (detection on a
+            # short window is the weaker one): the full window decides those rows.
+            failed = [i for i, d in decoded.items() if d.needs_fallback
+                      or (requests[i].prior and requests[i].language is None and languages[i] != whisper_code(requests[i].prior))]
         if frames is None and self.fallback_beam_size and self.fallback_beam_size > self.beam_size:
             # Greedy decoding sometimes loops ("ni ni ni ...") or wanders: Whisper's own tests
             # (compression ratio, mean log-probability) pick those rows out for a beam search.
