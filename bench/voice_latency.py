@@ -1,12 +1,28 @@
-"""Voice-to-voice latency over many calls, measured at a WebRTC caller on loopback.
+"""Voice-to-voice latency over many calls, measured at a WebRTC caller on loopback, hop by hop.
 
-From the caller's last voiced frame sent to the first bot frame received above -40 dBFS, with the
-server's breakdown per turn: endpointing wait (the end-of-turn silence), recognition still running
-after the turn ended (it starts speculatively at the first pause), language ID + dialogue +
-storage, and TTS until the first audio. Levels of concurrent calls show how many calls these cores
-sustain. Figures only.
+Voice-to-voice: from the caller's last voiced frame sent to the first bot frame received above
+-40 dBFS. The server's ``turn_latency`` event splits it, with CLOCK_MONOTONIC marks the caller
+shares on this machine:
 
-    python bench/voice_latency.py --calls 1,2,4 --questions 3
+    transport_in        caller's last voiced frame sent -> that frame (above -40 dBFS) processed by
+                        the endpointer (RTP on loopback, aiortc's jitter buffer: 4 packets = 80 ms
+                        of prefetch, Opus decode, resample)
+    vad_hangover        -> the last frame the VAD still calls speech
+    endpointing         -> end of turn decided (the end-of-turn silence; shorter after a complete
+                        question, longer while a number is read out)
+    asr_after_end       -> transcript ready (0 when the speculative recognition was reused)
+    dialogue            -> first reply text (language ID, NLU, policy, storage)
+    tts_first_chunk     -> first synthesised chunk (the first clause), leading silence trimmed
+    to_first_frame_out  -> that audio handed to the outbound track (its 20 ms pacing)
+    transport_out       -> first loud frame at the caller (Opus encode, RTP, jitter buffer)
+
+and the recognition's cost in CPU time, which holds on a loaded machine where wall time does
+not: the final recognition's thread and process CPU, how long it queued behind other work, and
+the speculative recognitions started, withdrawn (still queued) and discarded (already run) per
+turn. Question sets: ``plain`` (short questions), ``pauses`` (0.3 s and 0.5 s pauses mid-sentence,
+longer questions with commas): a turn that gets more than one reply is counted. Figures only.
+
+    python bench/voice_latency.py --calls 1,2 --questions 5 --set plain,pauses
 """
 
 from __future__ import annotations
@@ -22,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -30,13 +47,24 @@ from voicebot.channels.webrtc.caller import Caller
 from voicebot.channels.webrtc.track import OUT_RATE
 from voicebot.voice.audio import resample
 
-QUESTIONS = [
-    ("en", "What is your return policy?"),
-    ("en", "What payment methods do you accept?"),
-    ("en", "How long does shipping take?"),
-    ("en", "I forgot my password."),
-    ("en", "What is your refund policy?"),
-]
+# A question is its parts: text spoken by Piper, or a float (seconds of silence inserted).
+Question = list[str | float]
+SETS: dict[str, list[Question]] = {
+    "plain": [
+        ["What is your return policy?"],
+        ["Hi where is my order number 12345?"],
+        ["What payment methods do you accept?"],
+        ["How long does shipping take?"],
+        ["I forgot my password."],
+    ],
+    "pauses": [
+        ["Hi,", 0.3, "where is my order number 12345?"],
+        ["Hi,", 0.5, "what is your refund policy?"],
+        ["I ordered a blue jacket last week,", 0.3, "and it still has not arrived,", 0.3, "can you check where it is?"],
+        ["Hello,", 0.4, "I would like to know,", 0.5, "what payment methods do you accept?"],
+        ["My order number is", 0.5, "5 4 3 2 1,", 0.3, "where is it?"],
+    ],
+}
 
 
 def free_port() -> int:
@@ -63,70 +91,141 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, port: 
     raise RuntimeError("server did not start")
 
 
-async def one_call(url: str, speech: list[np.ndarray], results: list[dict[str, float]]) -> None:
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else float("nan")
+
+
+def turn_figures(ended: float, latency: float | None, heard_at: float | None, message: dict[str, Any],
+                 turn_latency: dict[str, Any] | None, replies: int) -> dict[str, float]:
+    """One turn's figures from the caller's clock and the server's events."""
+    voice = message.get("trace", {}).get("voice", {})
+    asr = voice.get("asr", {})
+    figures = {"voice_to_voice_ms": latency * 1000 if latency is not None else float("nan"), "replies": float(replies),
+               "asr_compute_ms": _number(asr.get("compute_ms")), "asr_speculative_reused": float(bool(asr.get("speculative")))}
+    if turn_latency is None:  # a server without turn_latency events: what its trace says
+        figures["asr_after_end_ms"] = _number(asr.get("wait_after_end_of_turn_ms"))
+        return figures
+    marks, hops, details = turn_latency["marks"], turn_latency["hops_ms"], turn_latency["details"]
+    trace_asr = details.get("asr", {})
+    figures.update({
+        "transport_in_ms": (marks["sound_seen"] - ended) * 1000 if "sound_seen" in marks else float("nan"),
+        "vad_hangover_ms": _number(hops.get("vad_hangover")),
+        "endpointing_ms": _number(hops.get("endpointing")),
+        "asr_after_end_ms": _number(hops.get("asr_after_end_of_turn")),
+        "dialogue_ms": _number(hops.get("dialogue")),
+        "tts_first_chunk_ms": _number(hops.get("tts_first_chunk")),
+        "to_first_frame_out_ms": _number(hops.get("to_first_frame_out")),
+        "transport_out_ms": (heard_at - marks["first_frame_out"]) * 1000 if heard_at and "first_frame_out" in marks else float("nan"),
+        "leading_silence_trimmed_ms": _number(details.get("leading_silence_trimmed_ms")),
+        "inbound_resample_ms_per_frame": _number(details.get("inbound_per_frame", {}).get("resample_ms")),
+        "inbound_vad_ms_per_frame": _number(details.get("inbound_per_frame", {}).get("vad_ms")),
+        "asr_queued_ms": _number(trace_asr.get("queued_ms")),
+        "asr_model_ms": _number(trace_asr.get("model_ms")),
+        "asr_thread_cpu_ms": _number(trace_asr.get("thread_cpu_ms")),
+        "asr_process_cpu_ms": _number(trace_asr.get("process_cpu_ms")),
+        "speculative_started": _number(trace_asr.get("speculative_started")),
+        "speculative_withdrawn": _number(trace_asr.get("speculative_withdrawn")),
+        "speculative_discarded": _number(trace_asr.get("speculative_discarded")),
+        "discarded_process_cpu_ms": _number(trace_asr.get("discarded_process_cpu_ms")),
+        "end_of_turn_silence_ms": _number(details.get("endpointing", {}).get("end_of_turn_silence_ms")),
+    })
+    return figures
+
+
+async def one_call(url: str, speech: list[tuple[str, np.ndarray]], results: list[dict[str, Any]], settle_s: float) -> None:
     caller = Caller(url, "en", loopback_only=True)
     await caller.connect()
+    events = caller.recording.events
     try:
         await caller.wait_for("session", timeout=30)
-        for index, audio in enumerate(speech):
+        for label, audio in speech:
+            before = {kind: len([e for e in events if e["type"] == kind]) for kind in ("bot_message", "turn_latency", "user_transcript")}
             ended = await caller.say(audio)
-            message = (await caller.wait_for("bot_message", count=index + 1, timeout=120))[index]
-            first_audio = (await caller.wait_for("first_audio", count=index + 1, timeout=120))[index]
+            message = (await caller.wait_for("bot_message", count=before["bot_message"] + 1, timeout=120))[before["bot_message"]]
+            await caller.wait_quiet(120)
+            await asyncio.sleep(settle_s)  # a second reply, had a pause cut the turn, would come by now
             await caller.wait_quiet(120)
             latency = caller.latency_after(ended)
-            trace = message["trace"]
-            timings = trace.get("timings_ms", {})
-            results.append({
-                "voice_to_voice_ms": round(latency * 1000, 1) if latency is not None else float("nan"),
-                "endpointing_ms": float(trace["voice"]["endpointing"]["end_of_turn_silence_ms"]),
-                "asr_after_end_ms": float(trace["voice"]["asr"]["wait_after_end_of_turn_ms"]),
-                "asr_compute_ms": float(trace["voice"]["asr"]["compute_ms"]),
-                "asr_speculative": float(trace["voice"]["asr"]["speculative"]),
-                "dialogue_ms": float(sum(v for k, v in timings.items() if k in ("language", "nlu", "dialogue", "generation", "response", "storage"))),
-                "tts_first_chunk_ms": float(first_audio["tts_first_chunk_ms"]),
-                "server_end_of_turn_to_audio_ms": float(first_audio["after_end_of_turn_ms"]),
-            })
-            await asyncio.sleep(0.5)
+            heard_at = ended + latency if latency is not None else None
+            latencies = [e for e in events if e["type"] == "turn_latency" and e.get("turn_id") == message["turn_id"]]
+            replies = len([e for e in events if e["type"] == "bot_message"]) - before["bot_message"]
+            figures = turn_figures(ended, latency, heard_at, message, latencies[0] if latencies else None, replies)
+            heard = [e["text"] for e in events if e["type"] == "user_transcript"][before["user_transcript"]:]
+            results.append({"question": label, "heard": heard, "reply": message["text"], **figures})
     finally:
         await caller.hang_up()
 
 
-async def main(args: argparse.Namespace) -> dict[str, object]:
+async def synthesise(sets: list[str], questions: int) -> list[tuple[str, np.ndarray]]:
     from voicebot.pipelines.tts.router import VoiceRouter
 
     voices = VoiceRouter.default()
     speech = []
-    for language, text in QUESTIONS[: args.questions]:
-        chunks = [c async for c in voices.synthesize(text, language)]
-        speech.append(np.concatenate([resample(np.concatenate(chunks), voices.sample_rate(language), OUT_RATE),
-                                      np.zeros(OUT_RATE // 5, dtype=np.int16)]))
-    voices.close()
+    try:
+        for name in sets:
+            for parts in SETS[name][:questions]:
+                audio = []
+                for part in parts:
+                    if isinstance(part, float):
+                        audio.append(np.zeros(int(OUT_RATE * part), dtype=np.int16))
+                    else:
+                        chunks = [c async for c in voices.synthesize(part, "en")]
+                        audio.append(resample(np.concatenate(chunks), voices.sample_rate("en"), OUT_RATE))
+                label = " ".join(f"[{p} s]" if isinstance(p, float) else p for p in parts)
+                speech.append((label, np.concatenate([*audio, np.zeros(OUT_RATE // 5, dtype=np.int16)])))
+    finally:
+        voices.close()
+    return speech
+
+
+def percentiles(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    keys = [key for key, value in results[0].items() if isinstance(value, float)]
+    out = {}
+    for key in keys:
+        values = np.array([r.get(key, float("nan")) for r in results], dtype=float)
+        if np.isnan(values).all():
+            continue
+        out[key] = {"p50": round(float(np.nanpercentile(values, 50)), 1), "p95": round(float(np.nanpercentile(values, 95)), 1)}
+    return out
+
+
+async def main(args: argparse.Namespace) -> dict[str, object]:
+    speech = await synthesise(args.set.split(","), args.questions)
     data_dir = Path(tempfile.mkdtemp())
     process, url = start_server(data_dir)
-    report: dict[str, object] = {"levels": {}}
+    report: dict[str, object] = {"load_average_before": os.getloadavg(), "levels": {}}
     try:
-        await one_call(url, speech[:1], [])  # warm-up
+        await one_call(url, speech[:1], [], 0.0)  # warm-up
         for calls in [int(n) for n in args.calls.split(",")]:
-            results: list[dict[str, float]] = []
-            await asyncio.gather(*(one_call(url, speech, results) for _ in range(calls)))
-            figures = {key: {"p50": round(float(np.nanpercentile([r[key] for r in results], 50)), 1),
-                             "p95": round(float(np.nanpercentile([r[key] for r in results], 95)), 1)} for key in results[0]}
-            report["levels"][calls] = {"turns": len(results), **figures}  # type: ignore[index]
+            results: list[dict[str, Any]] = []
+            await asyncio.gather(*(one_call(url, speech, results, args.settle) for _ in range(calls)))
+            figures = percentiles(results)
+            extra_replies = sum(int(r["replies"]) - 1 for r in results)
+            report["levels"][calls] = {"turns": len(results), "turns_with_more_than_one_reply": extra_replies, **figures}  # type: ignore[index]
             v2v = figures["voice_to_voice_ms"]
-            print(f"{calls} concurrent call(s), {len(results)} turns: voice-to-voice p50 {v2v['p50']} ms, p95 {v2v['p95']} ms", flush=True)
+            print(f"{calls} concurrent call(s), {len(results)} turns: voice-to-voice p50 {v2v['p50']} ms, p95 {v2v['p95']} ms; "
+                  f"turns answered more than once: {extra_replies}", flush=True)
             for key, value in figures.items():
                 if key != "voice_to_voice_ms":
                     print(f"    {key:<32} p50 {value['p50']:>8} p95 {value['p95']:>8}")
+            if args.verbose:
+                for r in results:
+                    print(f"      {r['voice_to_voice_ms']:7.0f} ms  {r['question']!r} -> heard {r['heard']}")
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+    report["load_average_after"] = os.getloadavg()
     return report
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", default="1,2,4", help="concurrent calls per level")
-    parser.add_argument("--questions", type=int, default=3, help="questions per call")
+    parser.add_argument("--calls", default="1,2", help="concurrent calls per level")
+    parser.add_argument("--questions", type=int, default=5, help="questions per set and call")
+    parser.add_argument("--set", default="plain,pauses", help=f"question sets, comma-separated: {', '.join(SETS)}")
+    parser.add_argument("--settle", type=float, default=1.5, help="seconds of quiet after each answer (a second reply would show)")
+    parser.add_argument("--verbose", action="store_true", help="one line per turn")
     arguments = parser.parse_args()
-    print(f"voice latency benchmark on {os.cpu_count()} CPU cores (caller, server and models share them); figures only", flush=True)
+    print(f"voice latency benchmark on {os.cpu_count()} CPU cores (caller, server and models share them), "
+          f"load average {os.getloadavg()[0]:.1f}; figures only", flush=True)
     print(json.dumps(asyncio.run(main(arguments))))

@@ -18,7 +18,7 @@ import numpy as np
 
 from voicebot.voice.audio import resample
 
-END_OF_TURN_S = 0.64  # voice.turns.end_of_turn_silence_ms: the silence that ends a turn
+END_OF_TURN_S = 1.2  # voice.turns: the longest end-of-turn silence (incomplete_turn_silence_ms)
 MEASURED_TEXT = "What is your return policy?"
 
 

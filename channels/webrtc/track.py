@@ -91,6 +91,7 @@ class CallerAudio:
         self.bad_frames = 0
 
     def feed(self, frame: av.AudioFrame) -> None:
+        started = time.perf_counter()
         try:
             samples = self.resampler.frame(frame)
         except BadAudioFrame as exc:
@@ -98,6 +99,7 @@ class CallerAudio:
             if self.bad_frames == 1 or self.bad_frames % 1000 == 0:
                 log.warning("call %s: dropped %d unusable audio frame(s): %s", self.call.handle.id, self.bad_frames, exc)
             return
+        self.call.inbound_cost.resample_s += time.perf_counter() - started  # 48 kHz stereo -> 16 kHz mono
         if len(samples):
             self.call.feed_pcm(samples, CALL_RATE)
 
@@ -145,6 +147,7 @@ class BotAudioTrack(PacedAudioTrack):
         super().__init__()
         self.playout = PlayoutQueue(OUT_RATE)
         self.on_speaking_changed: list[Callable[[bool], None]] = self.playout.on_speaking_changed  # the same list
+        self.on_playback_started: list[Callable[[], None]] = self.playout.on_playback_started  # when a frame of speech goes out
 
     @property
     def speaking(self) -> bool:

@@ -17,6 +17,7 @@ from voicebot.core.events import (
     Interrupted,
     NoSpeech,
     SpeechStarted,
+    TurnLatency,
     UserTranscript,
 )
 
@@ -39,6 +40,9 @@ def render(event: Event) -> dict[str, Any] | None:
         case Interrupted():
             return {"type": "interrupted", "turn_id": event.turn_id or None, "delivered": event.delivered,
                     "pipeline_cancelled": event.pipeline_cancelled}
+        case TurnLatency():
+            return {"type": "turn_latency", "turn_id": event.turn_id, "marks": event.marks, "hops_ms": event.hops_ms,
+                    "details": event.details}
         case Backchannel():
             return {"type": "backchannel"}
         case NoSpeech():

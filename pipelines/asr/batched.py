@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from voicebot.core.batching import Batcher, BatchItem
 from voicebot.core.languages import normalise_language_tag
-from voicebot.pipelines.asr.base import Transcription
+from voicebot.pipelines.asr.base import RecognitionProgress, Transcription
 
 _CHINESE_ALIASES = {"zh", "zh-cn", "zh-tw", "zh-hk", "zh-sg", "zh-hans", "zh-hant", "cmn"}
 
@@ -64,6 +65,7 @@ class AsrRequest:
     allowed: tuple[str, ...] | None  # caller codes
     caller_language: str | None
     prior: str | None = None  # the conversation's language: decoded in unless detection is sure
+    progress: RecognitionProgress | None = field(default=None, compare=False)  # filled in as the request runs
 
 
 class PerLoopBatcher:
@@ -112,16 +114,20 @@ class BatchedWhisper:
         self._batcher = PerLoopBatcher(self._run_batch, max_batch=max_batch, max_wait_s=max_wait_s, name=self.name)
 
     async def transcribe(self, audio: np.ndarray, language: str | None = None, allowed_languages: list[str] | None = None,
-                         prior_language: str | None = None) -> Transcription:
+                         prior_language: str | None = None, progress: RecognitionProgress | None = None) -> Transcription:
         """Transcribe one utterance; concurrent calls from many sessions share batches.
 
         ``prior_language`` (the call's current language) goes with the request; a backend that
         honours it decodes in it unless detection is sure of another language (Whisper's
         detection is shaky on short or synthetic speech, while a caller who really switches is
-        detected clearly). The probabilities are reported either way, for spoken-language ID."""
+        detected clearly). The probabilities are reported either way, for spoken-language ID.
+        ``progress``, when given, is filled in with the request's queueing, compute and CPU times."""
         request = self._request(audio, language, allowed_languages)
         if prior_language and not language:
             request = replace(request, prior=prior_language)
+        if progress is not None:
+            progress.submitted_at = time.monotonic()
+            request = replace(request, progress=progress)
         if request.audio.size == 0:
             return Transcription("", request.caller_language, 1.0 if request.caller_language else 0.0,
                                  {request.caller_language: 1.0} if request.caller_language else {}, 0.0, self.name, 0.0)
@@ -163,8 +169,17 @@ class BatchedWhisper:
         """The batcher's runner (in a worker thread). Items cancelled meanwhile are left out."""
         live = [i for i, item in enumerate(items) if not item.cancelled]
         results: list[Transcription | BaseException | None] = [None] * len(items)
-        for index, result in zip(live, self._run_requests([items[i].payload for i in live]), strict=True):
-            results[index] = result
+        progresses = [items[i].payload.progress for i in live if items[i].payload.progress is not None]
+        started, thread_cpu, process_cpu = time.monotonic(), time.thread_time(), time.process_time()
+        for progress in progresses:
+            progress.started_at, progress.batch_size = started, len(live)
+        try:
+            for index, result in zip(live, self._run_requests([items[i].payload for i in live]), strict=True):
+                results[index] = result
+        finally:
+            finished, thread_cpu, process_cpu = time.monotonic(), time.thread_time() - thread_cpu, time.process_time() - process_cpu
+            for progress in progresses:
+                progress.finished_at, progress.thread_cpu_s, progress.process_cpu_s = finished, thread_cpu, process_cpu
         return results
 
     def _run_requests(self, requests: Sequence[AsrRequest]) -> list[Transcription | BaseException]:

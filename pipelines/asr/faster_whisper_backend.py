@@ -19,6 +19,15 @@ ratio > 2.4, mean log-probability < -1, or the token cap reached) are decoded ag
 beam search (``fallback_beam_size``, 5; ``None`` turns it off) and the better result is kept.
 With ``language`` given, detection is skipped.
 
+The encoder window: Whisper is trained on 30 s windows, and its encoder costs the same for a 2 s
+question as for 30 s of speech. CTranslate2 encodes a shorter window as well (whisper.cpp's
+``audio_ctx``), so with ``encoder_window_s`` set (10 s by default) a batch is encoded over its
+longest utterance plus one second of padding, at least ``encoder_window_s``: about 3x less
+encoder work for a short question. A window cut this short can make the decoder loop or wander
+(whisper.cpp's users report it; measured here on windows cut to the audio's exact length), so
+the rows whose text fails Whisper's tests, or whose detected language leaves the call's, are
+recognised again on the full 30 s window before any beam search. ``encoder_window_s = 30`` (or ``None``) keeps Whisper's own window.
+
 Language codes: callers speak the project's codes (``zh``, ``zh-tw``, ``en``...); Whisper knows only
 ``zh`` for Chinese, so ``zh-tw``/``zh-hk``/``zh-hant``/``zh-cn``/``cmn`` are sent to Whisper as
 ``zh``, and a Whisper ``zh`` comes back as the caller's own Chinese code from ``allowed_languages``.
@@ -42,6 +51,8 @@ __all__ = ["FasterWhisperRecognizer", "whisper_code"]
 log = logging.getLogger(__name__)
 
 _WINDOW_S = 30.0
+_FRAMES_PER_S = 100  # log-Mel frames (10 ms hop)
+_WINDOW_PADDING_FRAMES = 100  # a short window keeps 1 s of silence after the longest utterance
 _TOKENS_PER_S = 20  # generous: fast speech is ~4 words/s; Chinese ~6 chars/s at <= 2 tokens each
 _MIN_NEW_TOKENS = 16
 _NO_SPEECH_THRESHOLD = 0.6  # Whisper's own rule: silent if no-speech is likely *and* the text is unlikely
@@ -102,6 +113,8 @@ class FasterWhisperRecognizer(BatchedWhisper):
         max_wait_s: float = Field(0.01, ge=0)
         cpu_threads: int = Field(0, ge=0)
         cache_dir: str | None = None
+        encoder_window_s: float | None = Field(10.0, gt=0, le=30, description="shortest encoder window (s) for short "
+                                               "utterances; None or 30: always Whisper's 30 s window")
 
     def __init__(
         self,
@@ -114,6 +127,7 @@ class FasterWhisperRecognizer(BatchedWhisper):
         max_wait_s: float = 0.01,
         cpu_threads: int = 0,
         cache_dir: str | None = None,
+        encoder_window_s: float | None = 10.0,
     ) -> None:
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import _LANGUAGE_CODES
@@ -126,6 +140,7 @@ class FasterWhisperRecognizer(BatchedWhisper):
         self.fallback_beam_size = fallback_beam_size
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self.encoder_window_s = encoder_window_s if encoder_window_s and encoder_window_s < _WINDOW_S else None
         self.name = f"faster-whisper:{model}"
         started = time.perf_counter()
         self._model = WhisperModel(str(self.model_path), device=self.device, compute_type=self.compute_type, cpu_threads=cpu_threads)
@@ -160,19 +175,41 @@ class FasterWhisperRecognizer(BatchedWhisper):
             self._tokenizers[key] = Tokenizer(self._model.hf_tokenizer, self.multilingual, task="transcribe", language=key or "en")
         return self._tokenizers[key]
 
-    def _features(self, audio: np.ndarray) -> np.ndarray:
+    def _features(self, audio: np.ndarray, frames: int | None = None) -> np.ndarray:
         from faster_whisper.audio import pad_or_trim
 
         extractor = self._model.feature_extractor
         window = audio[: int(_WINDOW_S * SAMPLE_RATE)]
         features = extractor(window)
         features = features[:, : max(features.shape[-1] - 1, 1)]  # the last frame is padding (as faster-whisper does)
-        return pad_or_trim(features, extractor.nb_max_frames)
+        return pad_or_trim(features, frames or extractor.nb_max_frames)
+
+    def _window_frames(self, requests: Sequence[AsrRequest]) -> int | None:
+        """The encoder window for this batch, in frames; None for Whisper's full 30 s."""
+        if self.encoder_window_s is None:
+            return None
+        longest = max(request.audio.size for request in requests) * _FRAMES_PER_S // SAMPLE_RATE
+        frames = max(int(self.encoder_window_s * _FRAMES_PER_S), longest + _WINDOW_PADDING_FRAMES)
+        return None if frames >= self._model.feature_extractor.nb_max_frames else frames
 
     def _run_locked(self, requests: Sequence[AsrRequest]) -> list[Transcription | BaseException]:
+        frames = self._window_frames(requests)
+        if frames is None:
+            return self._run_window(requests, None)[0]
+        results, failed = self._run_window(requests, frames)
+        if failed:  # the short window made these rows loop or wander: the full window decides
+            log.debug("%d of %d rows failed on a %d-frame encoder window; recognised again on 30 s", len(failed), len(requests), frames)
+            for i, result in zip(failed, self._run_window([requests[i] for i in failed], None)[0], strict=True):
+                results[i] = result
+        return results
+
+    def _run_window(self, requests: Sequence[AsrRequest], frames: int | None) -> tuple[list[Transcription | BaseException], list[int]]:
+        """One batch on an encoder window of ``frames`` (None: 30 s). On a short window the rows
+        whose greedy text fails Whisper's tests are returned as failed (for the full window);
+        on the full window they get the beam-search fallback."""
         started = time.perf_counter()
         model = self._model
-        features = np.stack([self._features(request.audio) for request in requests])
+        features = np.stack([self._features(request.audio, frames) for request in requests])
         encoded = model.encode(features)
 
         languages: list[str] = []
@@ -224,7 +261,13 @@ class FasterWhisperRecognizer(BatchedWhisper):
         decoded: dict[int, _Decoded] = {}
         if short:
             decoded = dict(zip(short, self._decode(encoded, features, prompts, languages, durations, short, self.beam_size), strict=True))
-        if self.fallback_beam_size and self.fallback_beam_size > self.beam_size:
+        failed = []
+        if frames is not None:
+            # Loops or wandering text, and a switch away from the call's language (detection on a
+            # short window is the weaker one): the full window decides those rows.
+            failed = [i for i, d in decoded.items() if d.needs_fallback
+                      or (requests[i].prior and requests[i].language is None and languages[i] != whisper_code(requests[i].prior))]
+        if frames is None and self.fallback_beam_size and self.fallback_beam_size > self.beam_size:
             # Greedy decoding sometimes loops ("ni ni ni ...") or wanders: Whisper's own tests
             # (compression ratio, mean log-probability) pick those rows out for a beam search.
             retry = [i for i, d in decoded.items() if d.needs_fallback]
@@ -236,6 +279,9 @@ class FasterWhisperRecognizer(BatchedWhisper):
 
         results: list[Transcription | BaseException] = []
         for i, request in enumerate(requests):
+            if i in failed:
+                results.append(RuntimeError("recognised again on the full window"))  # replaced by the caller
+                continue
             code = languages[i]
             caller_language = request.caller_language or caller_code(code, request.allowed)
             probability = probabilities[i].get(caller_language, 1.0 if request.language else 0.0)
@@ -253,7 +299,7 @@ class FasterWhisperRecognizer(BatchedWhisper):
                 model=self.name,
                 compute_ms=(time.perf_counter() - started) * 1000 if durations[i] > _WINDOW_S else batch_ms,
             ))
-        return results
+        return results, failed
 
     def _decode(self, encoded, features: np.ndarray, prompts: list[list[int]], languages: list[str], durations: list[float],  # noqa: ANN001
                 rows: list[int], beam_size: int) -> list[_Decoded]:

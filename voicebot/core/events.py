@@ -182,6 +182,23 @@ class FirstAudio(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TurnLatency(Event):
+    """Where a turn's voice-to-voice time went on the server, once its first audio frame went out
+    (or, for a sink that does not say when it plays, once the first audio was queued).
+
+    ``marks`` are ``time.monotonic()`` values (CLOCK_MONOTONIC: comparable with a caller's clock
+    on the same machine): speech_seen (the last voiced frame reached the endpointer), end_of_turn,
+    asr_submitted/asr_started/asr_finished, recognised, message (first reply text), first_audio
+    (first synthesised chunk), first_frame_out. ``hops_ms`` are the differences; ``details`` the
+    recognition's CPU time and speculative work, the endpointing decision, the leading silence
+    trimmed from the synthesised audio."""
+
+    marks: dict[str, float]
+    hops_ms: dict[str, float]
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BotSpeaking(Event):
     """The bot started (``on``) or finished speaking an answer."""
 

@@ -162,6 +162,21 @@ class StreamResampler:
         return out
 
 
+def leading_silence(samples: np.ndarray, rate: int, threshold_dbfs: float = -50.0, keep_ms: float = 10.0) -> int:
+    """How many samples at the start of ``samples`` are silence (10 ms windows below
+    ``threshold_dbfs``), less ``keep_ms`` kept before the first sound so its onset stays soft."""
+    window = max(1, rate // 100)
+    audio = to_float32(np.asarray(samples))
+    count = len(audio) // window
+    if not count:
+        return 0
+    rms = np.sqrt(np.mean(audio[: count * window].reshape(count, window).astype(np.float64) ** 2, axis=1))
+    loud = np.flatnonzero(rms > 10 ** (threshold_dbfs / 20))
+    if not len(loud):
+        return 0  # all quiet: nothing to find the start of
+    return max(0, int(loud[0]) * window - int(rate * keep_ms / 1000))
+
+
 def cut_sentence(text: str, played: int, total: int) -> str:
     """The part of a sentence a caller heard before barge-in, by the share of its audio played."""
     words = text.split()
@@ -187,6 +202,8 @@ class PlayoutQueue:
     def __init__(self, sample_rate: int) -> None:
         self.sample_rate = sample_rate
         self.on_speaking_changed: list[Callable[[bool], None]] = []
+        self.on_playback_started: list[Callable[[], None]] = []  # the first samples of a burst of speech were pulled
+        self._pulling = False
         self._segments: deque[_Segment] = deque()
         self._delivered: list[str] = []  # sentences fully played since the last flush
         self._last_text: str | None = None
@@ -222,6 +239,7 @@ class PlayoutQueue:
                 heard.pop()  # its first piece was heard whole, but not the sentence
             cut = cut_sentence(segment.text, segment.played, len(segment.samples))
         self._segments.clear()
+        self._pulling = False
         self._delivered = []
         self._last_text = None
         self._set_speaking(False)
@@ -240,7 +258,12 @@ class PlayoutQueue:
                 if not (segment.continues and self._delivered and self._delivered[-1] == segment.text):
                     self._delivered.append(segment.text)
                 self._segments.popleft()
+        if filled and not self._pulling:
+            self._pulling = True
+            for callback in list(self.on_playback_started):
+                callback()
         if not self._segments:
+            self._pulling = False
             self._set_speaking(False)
         return out
 

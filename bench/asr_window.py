@@ -1,0 +1,74 @@
+"""Whisper base on a shorter encoder window: time and word error rate against the full 30 s one.
+
+``asr.encoder_window_s`` (faster-whisper backend) encodes a short utterance over max(window,
+audio + 1 s) instead of Whisper's fixed 30 s; rows whose text fails Whisper's tests are
+recognised again on 30 s. This prints, per window, the recognition time (p50 per utterance, one
+at a time, as a call's turn is) and the corpus word error rate over the same sentences (Piper in
+English, espeak-ng in German and Spanish), so a window is kept only where accuracy holds.
+
+    python bench/asr_window.py --windows 30,10,5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.speech_checks import corpus_word_error_rate  # noqa: E402 - jiwer, with the tests' normalisation
+from voicebot.voice.audio import resample  # noqa: E402
+
+SENTENCES = [
+    ("en", "Hi where is my order number 12345?"), ("en", "What is your return policy?"), ("en", "I forgot my password."),
+    ("en", "My number is 1 2 3 4 5 6 7."), ("en", "Hi, I ordered a blue jacket last week, and it still has not arrived, can you check where it is?"),
+    ("en", "Wait, stop, I want to talk to a human agent please."), ("en", "It is my Wi-Fi at home."),
+    ("en", "What payment methods do you accept?"), ("en", "How long does shipping take?"), ("en", "My internet is not working."),
+    ("en", "What is your refund policy?"), ("en", "Where is my order? The number is 5 4 3 2 1."),
+    ("en", "Can I change the delivery address for my order?"), ("en", "Thank you, goodbye."),
+    ("de", "Ich habe mein Passwort vergessen, können Sie mir bitte helfen?"), ("de", "Wo ist meine Bestellung?"),
+    ("es", "Quiero hablar con una persona."),
+]
+
+
+async def speech(voices, language: str, text: str) -> np.ndarray:  # type: ignore[no-untyped-def]
+    chunks = [chunk async for chunk in voices.synthesize(text, language)]
+    audio = resample(np.concatenate(chunks), voices.sample_rate(language), 16_000).astype(np.float32) / 32768.0
+    return np.concatenate([np.zeros(8000, np.float32), audio, np.zeros(8000, np.float32)])  # as the endpointer cuts it
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--windows", default="30,10", help="encoder windows in seconds (30: Whisper's own)")
+    args = parser.parse_args()
+    from voicebot.pipelines.asr.faster_whisper_backend import FasterWhisperRecognizer
+    from voicebot.pipelines.tts.router import VoiceRouter
+
+    voices = VoiceRouter.default()
+    audio = [asyncio.run(speech(voices, language, text)) for language, text in SENTENCES]
+    voices.close()
+    languages = sorted({language for language, _ in SENTENCES})
+    print(f"{len(SENTENCES)} utterances on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; figures only")
+    for window in (float(w) for w in args.windows.split(",")):
+        recognizer = FasterWhisperRecognizer("base", encoder_window_s=window)
+        recognizer.transcribe_many([(audio[0], None, languages)])  # warm-up
+        times, texts = [], []
+        for clip in audio:
+            started = time.perf_counter()
+            texts.append(recognizer.transcribe_many([(clip, None, languages)])[0].text)
+            times.append(time.perf_counter() - started)
+        english = [i for i, (language, _) in enumerate(SENTENCES) if language == "en"]
+        wer = corpus_word_error_rate([t for _, t in SENTENCES], texts)
+        wer_en = corpus_word_error_rate([SENTENCES[i][1] for i in english], [texts[i] for i in english])
+        print(f"window {window:>4.0f} s: p50 {np.percentile(times, 50) * 1000:6.0f} ms, p95 {np.percentile(times, 95) * 1000:6.0f} ms "
+              f"per utterance; WER {wer:.3f} (English {wer_en:.3f})", flush=True)
+        recognizer.close()
+
+
+if __name__ == "__main__":
+    main()
