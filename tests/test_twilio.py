@@ -259,6 +259,9 @@ async def test_zero_on_the_keypad_hands_off_and_transfers_the_call(phone_server,
         await caller.hang_up()
     turn = conversation(phone_server, session_id)["turns"][0]
     assert turn["trace"]["response"]["path"] == "handoff"
+    # The channel's transfer, not the chat queue: no "leave a message here" on a phone line.
+    assert turn["trace"]["handoff"]["route"] == "transferred"
+    assert turn["bot_text"] == "I'm putting you through to a colleague now. Please stay on the line."
     requests = carrier_api.for_call(caller.call_sid)
     assert len(requests) == 1 and f"<Dial>{TRANSFER_NUMBER}</Dial>" in requests[0].form["Twiml"]
     assert sum(caller.loud_frames_after(0)) > 10  # the caller heard that a human takes over

@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from voicebot.access.limits import CallSlot
-from voicebot.channels.base import Channel, Goodbye
+from voicebot.channels.base import Channel, Goodbye, HandoffTransfer
 from voicebot.channels.twilio import messages
 from voicebot.channels.twilio.carrier import CarrierClient, CarrierError
 from voicebot.channels.twilio.codec import RATE, ulaw_to_pcm
@@ -35,6 +35,7 @@ from voicebot.channels.twilio.webhook import SIGNATURE_HEADER, IncomingCall, con
 from voicebot.core.errors import Refusal
 from voicebot.core.events import BotMessage, BotSpeaking, Event
 from voicebot.core.runtime import SessionHandle
+from voicebot.core.session import Session
 from voicebot.voice.audio import resample
 from voicebot.voice.call import VoiceCall
 from voicebot.voice.turns import TurnTakingOptions
@@ -241,6 +242,17 @@ class TwilioChannel(Channel):
             return services
         merged = {**services.options.model_dump(), **self.options.turns}
         return replace(services, options=TurnTakingOptions(**merged))
+
+    async def transfer_at_handoff(self, session: Session, reason: str | None) -> HandoffTransfer:
+        """A phone line is put through to a person (``transfer_number``) once the caller has heard
+        that it is; without a number, a call-back request is stored for the agents' queue, as on
+        WebRTC. Either way the caller is not told to wait for a chat reply that cannot reach a call."""
+        locales = self.runtime.engines[session.tenant].locales
+        if self.options.transfer_number:
+            text, language = locales.message("handoff_transfer", session.state.language)
+            return HandoffTransfer("transferred", text, language)
+        text, language = locales.message("handoff_callback", session.state.language)
+        return HandoffTransfer("callback", text, language)
 
     # -- what the dialogue decides --------------------------------------------------------------
     def _on_event(self, call: PhoneCall, event: Event) -> None:
