@@ -297,3 +297,17 @@ async def test_the_dashboard_and_the_unanswered_turns_count_alike_on_sqlite_and_
     finally:
         await sqlite_storage.close()
         await postgres_storage.close()
+
+
+async def test_a_turn_with_a_timing_that_is_not_a_number_is_stored_and_the_dashboard_still_counts(storage_backend: BackendUnderTest) -> None:
+    storage = await storage_backend.open()
+    try:
+        await storage.create_conversation("c1", "token-1", "websocket", "en", None, DialogueState(language="en"))
+        broken = {"intent": {"name": "order_status"}, "timings_ms": {"asr": float("nan"), "tts": float("inf"), "nlu": 4.0}}  # a plugin's bad clock
+        await storage.save_turn(turn("c1", 1, trace=broken), state_after(1), "active")
+        await storage.save_turn(turn("c1", 2), state_after(2), "active")
+        found = await storage.analytics(AnalyticsQuery(0, 2e9, 1e9))
+        assert found["turns"] == [(1, 2)]
+        assert [row[1:] for row in found["latency"]] == [("nlu", 1.5, 4.0, 4.0, 2), ("turn", 1.5, 4.0, 4.0, 2)]
+    finally:
+        await storage.close()
