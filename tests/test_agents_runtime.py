@@ -22,6 +22,7 @@ from voicebot.core.events import BotMessage, BotTextChunk, Event
 from voicebot.core.runtime import BotRuntime, SessionHandle
 from voicebot.core.session import DialogueState
 from voicebot.privacy.sealing import Sealer
+from voicebot.storage.postgres import PostgresStorage
 from voicebot.storage.sqlite import SqliteStorage
 
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -120,10 +121,12 @@ def test_opening_hours_rules() -> None:
         OpeningHours([], "Mars/Olympus")
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path):
     if request.param == "sqlite":
         return SqliteStorage(tmp_path / "db.sqlite", Sealer())
+    if request.param == "postgres":  # a fresh database on the session's real PostgreSQL (tests/pg_server.py)
+        return PostgresStorage(request.getfixturevalue("postgres_url"), Sealer())
     sys.path.insert(0, str(Path(__file__).parent / "plugins"))
     try:
         from memory_storage import MemoryStorage

@@ -14,6 +14,7 @@ from psycopg_pool import PoolTimeout
 from tests.pg_server import PostgresServer
 from voicebot.config import ConfigError
 from voicebot.core.session import DialogueState
+from voicebot.storage.analytics import AnalyticsQuery
 from voicebot.storage.base import StoredTurn
 from voicebot.storage.postgres import PostgresStorage, StorageUnavailableError
 from voicebot.storage.postgres_schema import LATEST_VERSION, migrations
@@ -80,6 +81,34 @@ async def test_a_schema_from_a_newer_version_still_opens_and_an_older_one_is_upg
     try:
         assert await storage.write_audit("check", "test", None, {"n": 1}) > 0
         assert rows(postgres_url, "SELECT MAX(version) FROM schema_migrations") == [(LATEST_VERSION,)]
+    finally:
+        await storage.close()
+
+
+async def test_a_database_of_the_first_release_gets_the_dashboard_columns_and_keeps_its_turns(postgres_url: str) -> None:
+    first = migrations()[0]
+    assert first.version == 1
+    with psycopg.connect(postgres_url) as db:  # what the first release left: migration 0001 and a turn written by it
+        db.execute(first.sql.encode())
+        db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        db.execute("INSERT INTO schema_migrations (version, name) VALUES (1, %s)", (first.name,))
+        db.execute("INSERT INTO conversations (id, token_hash, channel, language, created_at, updated_at) VALUES ('old', 'h', 'websocket', 'de', 10, 10)")
+        db.execute("INSERT INTO dialogue_state (conversation_id, state, updated_at) VALUES ('old', '{}', 10)")
+        db.execute("INSERT INTO turns (conversation_id, turn_index, turn_id, user_text, bot_text, language, path, trace, created_at) "
+                   "VALUES ('old', 1, 't1', 'hallo', 'hi', 'de', 'fallback', '{}', 20)")
+    storage = PostgresStorage(postgres_url)
+    await storage.open()
+    try:
+        assert rows(postgres_url, "SELECT version FROM schema_migrations ORDER BY version") == [(m.version,) for m in migrations()]
+        await storage.create_conversation("new", "token-new", "websocket", "en", None, DialogueState(language="en"))
+        await storage.save_turn(StoredTurn("new", 1, "n1", "hi", "hello", "en", None, "fallback", {"timings_ms": {"nlu": 3.0}}),
+                                DialogueState(language="en"), "active")
+        found = await storage.analytics(AnalyticsQuery(0, 2e9, 1e9))
+        assert found["languages"] == [("de", 1), ("en", 1)]  # the old turn still counts, without the facts it was not stored with
+        assert [row[1:] for row in found["latency"]] == [("nlu", 3.0, 3.0, 3.0, 1), ("turn", 3.0, 3.0, 3.0, 1)]
+        assert [row["conversation_id"] for row in await storage.unanswered_turns(AnalyticsQuery(0, 2e9, 1e9), 10)] == ["new"]
+        assert await storage.set_status("old", "callback") and [c["id"] for c in await storage.list_by_status(["callback"])] == ["old"]
+        assert await storage.integrity_ok()
     finally:
         await storage.close()
 

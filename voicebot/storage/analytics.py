@@ -43,7 +43,8 @@ def turn_facts(trace: dict[str, Any], path: str) -> TurnFacts:
         unanswered = "out_of_scope"  # asked again for a slot: the message itself was not understood
     else:
         unanswered = None
-    timings = {stage: float(ms) for stage, ms in (trace.get("timings_ms") or {}).items()}
+    # Only finite numbers: a NaN is not JSON (PostgreSQL's jsonb refuses the turn, SQLite's json_each the whole dashboard).
+    timings = {stage: float(ms) for stage, ms in (trace.get("timings_ms") or {}).items() if math.isfinite(float(ms))}
     if timings:
         timings["turn"] = round(sum(timings.values()), 3)
     score = (trace.get("sentiment") or {}).get("score")

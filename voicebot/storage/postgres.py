@@ -43,7 +43,9 @@ from voicebot.privacy.crypto import PREFIX
 from voicebot.privacy.rotation import rotation_result
 from voicebot.privacy.sealing import Sealer
 from voicebot.storage import postgres_deletion as sql_deletion
+from voicebot.storage.analytics import AnalyticsQuery
 from voicebot.storage.base import ExportTurn, StoredTurn, check_conversation_rating, check_turn_rating, hash_token
+from voicebot.storage.postgres_analytics import analytics_rows, unanswered_rows
 from voicebot.storage.postgres_audit import insert_audit, list_audit_rows
 from voicebot.storage.postgres_retry import is_transient, retry_transient
 from voicebot.storage.postgres_rotation import rotate_all
@@ -232,13 +234,15 @@ class PostgresStorage:
         async with self.pool.connection() as conn, conn.pipeline(), conn.transaction(), conn.cursor() as cursor:
             # Saving the same index again replaces the turn, ratings and interruption included (as SQLite's INSERT OR REPLACE).
             await cursor.executemany(
-                "INSERT INTO turns (conversation_id, turn_index, turn_id, user_text, bot_text, language, intent, path, trace, created_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (conversation_id, turn_index) DO UPDATE SET "
+                "INSERT INTO turns (conversation_id, turn_index, turn_id, user_text, bot_text, language, intent, path, trace, created_at, "
+                "handoff_reason, unanswered, sentiment, timings) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT (conversation_id, turn_index) DO UPDATE SET "
                 "turn_id = excluded.turn_id, user_text = excluded.user_text, bot_text = excluded.bot_text, language = excluded.language, "
                 "intent = excluded.intent, path = excluded.path, trace = excluded.trace, created_at = excluded.created_at, "
-                "rating = NULL, feedback = NULL, interrupted = 0, delivered_text = NULL",
-                [(w.conversation_id, w.turn_index, w.turn_id, w.user_text, w.bot_text, w.language, w.intent, w.path, w.trace, w.at)
-                 for w in writes],
+                "handoff_reason = excluded.handoff_reason, unanswered = excluded.unanswered, sentiment = excluded.sentiment, "
+                "timings = excluded.timings, rating = NULL, feedback = NULL, interrupted = 0, delivered_text = NULL",
+                [(w.conversation_id, w.turn_index, w.turn_id, w.user_text, w.bot_text, w.language, w.intent, w.path, w.trace, w.at,
+                  w.facts.handoff_reason, w.facts.unanswered, w.facts.sentiment, w.facts.timings) for w in writes],
             )
             await cursor.executemany("UPDATE dialogue_state SET state = %s, updated_at = %s WHERE conversation_id = %s",
                                      [(w.state, w.at, w.conversation_id) for w in writes])
@@ -258,7 +262,7 @@ class PostgresStorage:
         return None if row is None else profile_record(self.sealer, row)
 
     async def end_conversation(self, conversation_id: str) -> None:
-        await self._update("UPDATE conversations SET status = CASE WHEN status = 'handed_off' THEN status ELSE 'ended' END, "
+        await self._update("UPDATE conversations SET status = CASE WHEN status IN ('handed_off', 'callback') THEN status ELSE 'ended' END, "
                            "updated_at = %s WHERE id = %s", (time.time(), conversation_id))
 
     async def record_interruption(self, conversation_id: str, turn_id: str, delivered_text: str) -> bool:
@@ -327,6 +331,63 @@ class PostgresStorage:
             conversation["turns"] = [turn_record(self.sealer, turn) for turn in turns]
             conversation["state"] = self.sealer.open_json(state[0]) if state else None
             return conversation
+
+        return await asyncio.to_thread(opened)
+
+    # -- the agents' queue (voicebot.agents) --------------------------------------------------------
+    async def set_status(self, conversation_id: str, status: str, tenant: str | None = None) -> bool:
+        """Set a conversation's status (agents: ``callback``, ``closed``, ``active``); False when unknown."""
+        return await self._update("UPDATE conversations SET status = %s, updated_at = %s WHERE id = %s AND (%s::text IS NULL OR tenant = %s)",
+                                  (status, time.time(), conversation_id, tenant, tenant)) > 0
+
+    async def list_by_status(self, statuses: Collection[str], tenant: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Conversations whose status is one of ``statuses``, most recently updated first."""
+        wanted = list(statuses)
+        if not wanted:
+            return []
+        return await self._conversation_list(f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE status = ANY(%s::text[]) "
+                                         "AND (%s::text IS NULL OR tenant = %s) ORDER BY updated_at DESC LIMIT %s",
+                                         (wanted, tenant, tenant, limit))
+
+    async def list_customer_conversations(self, user_id: str, tenant: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """One customer's conversations, newest first (the console's customer view)."""
+        return await self._conversation_list(f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE user_id = %s "
+                                         "AND (%s::text IS NULL OR tenant = %s) ORDER BY created_at DESC LIMIT %s",
+                                         (user_id, tenant, tenant, limit))
+
+    async def _conversation_list(self, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
+        async def read() -> list[Any]:
+            async with self.pool.connection() as conn:
+                return await (await conn.execute(sql, args)).fetchall()
+
+        rows = await self._retry(read)
+        return await asyncio.to_thread(lambda: [conversation_record(self.sealer, row) for row in rows])
+
+    # -- the dashboard and the insights ------------------------------------------------------------
+    async def analytics(self, query: AnalyticsQuery) -> dict[str, list[tuple[Any, ...]]]:
+        """The dashboard's aggregates, counted in SQL (voicebot.storage.postgres_analytics), all
+        of one snapshot so the keys agree with each other."""
+
+        async def read() -> dict[str, list[tuple[Any, ...]]]:
+            async with self.pool.connection() as conn, conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                return await analytics_rows(conn, query)
+
+        return await self._retry(read)
+
+    async def unanswered_turns(self, query: AnalyticsQuery, limit: int) -> list[dict[str, Any]]:
+        """Turns the bot could not answer or that were rated down, newest first, text as stored (redacted)."""
+
+        async def read() -> list[dict[str, Any]]:
+            async with self.pool.connection() as conn:
+                return await unanswered_rows(conn, query, limit)
+
+        rows = await self._retry(read)
+
+        def opened() -> list[dict[str, Any]]:
+            for row in rows:
+                row["user_text"] = self.sealer.open(row["user_text"]) or ""
+            return rows
 
         return await asyncio.to_thread(opened)
 
