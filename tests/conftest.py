@@ -20,7 +20,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 # A real PostgreSQL for the storage tests: postgres_server (session), postgres_url (a fresh database), storage_backend (each backend).
-pytest_plugins = ("tests.pg_server", "tests.storage_backends")
+pytest_plugins = ("tests.pg_server", "tests.storage_backends", "tests.voice_fixtures", "tests.browser_fixtures")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

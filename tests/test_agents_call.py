@@ -14,14 +14,14 @@ import pytest
 
 from tests.conftest import ADMIN_KEY, ServerProcess, fresh_data_dir
 from tests.test_agents import API_KEYS
-from tests.test_voice import VOICE_ENV, budget, connect, pause, speak, until_quiet, voices, whisper  # noqa: F401 - fixtures
+from tests.test_voice import VOICE_ENV, connect, pause, speak, until_quiet
 from tests.voice_budget import ComputeBudget
 
 CALL_ENV = {**VOICE_ENV, "VOICEBOT_AUTH__API_KEYS": json.dumps(API_KEYS)}
 
 
 @pytest.fixture(scope="module")
-def voice_server(tmp_path_factory: pytest.TempPathFactory, trained_models: Path, budget: ComputeBudget) -> Iterator[ServerProcess]:  # noqa: F811
+def voice_server(tmp_path_factory: pytest.TempPathFactory, trained_models: Path, budget: ComputeBudget) -> Iterator[ServerProcess]:
     server = ServerProcess(fresh_data_dir(tmp_path_factory.mktemp("agents-call"), trained_models), extra_env=CALL_ENV)
     yield server.start(timeout=budget.startup())
     server.stop()

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.browser_fixtures import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import ServerProcess, fresh_data_dir
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, playwright_sync
+from tests.test_browser import playwright_sync
 from tests.voice_budget import MEASURED_TEXT, ComputeBudget, measure
 
 expect = playwright_sync.expect

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import ServerProcess, fresh_data_dir
 from tests.test_agents import ALICE_KEY, API_KEYS, BOB_KEY, HANDOFF
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, final_bot, open_chat
+from tests.test_browser import ARTIFACTS, TIMEOUT_MS, final_bot, open_chat
 
 pytestmark = pytest.mark.browser
 
@@ -23,16 +23,6 @@ Browser = playwright_sync.Browser
 Page = playwright_sync.Page
 expect = playwright_sync.expect
 expect.set_options(timeout=TIMEOUT_MS)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    with playwright_sync.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,6 @@ from voicebot.resources import demo_domain_dir
 READER_KEY = "transcripts-only-key-0123456789ab"
 KEYS = json.dumps([*json.loads(ADMIN_KEYS_ENV), {"name": "reader", "key": READER_KEY, "tenant": "*", "scopes": ["transcripts:read"]}])
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 TIMEOUT_MS = 30_000
 
 # (tenant, language, messages, conversation stars or None, thumbs up for the first answer)
@@ -112,17 +109,6 @@ def test_analytics_refuse_what_makes_no_sense(dashboard_server: ServerProcess) -
 
 
 # -- the page in headless Chromium ----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    playwright_sync = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    with playwright_sync.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 def chart(page: Any, name: str) -> dict[str, Any]:
     """What the chart on the canvas holds (Chart.js's own data), and whether it drew anything."""
     return page.evaluate("""(id) => {

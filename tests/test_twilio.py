@@ -26,7 +26,7 @@ import websockets
 from tests.carrier_sim import SILENCE_DBFS, FakeCarrierApi, PhoneCaller, dbfs
 from tests.conftest import ServerProcess, fresh_data_dir
 from tests.speech_checks import closest, word_error_rate
-from tests.voice_budget import ComputeBudget, measure
+from tests.voice_budget import ComputeBudget
 from voicebot.channels.twilio.codec import RATE
 from voicebot.voice.audio import resample
 
@@ -39,29 +39,6 @@ def carrier_api() -> Iterator[FakeCarrierApi]:
     api = FakeCarrierApi()
     yield api
     api.close()
-
-
-@pytest.fixture(scope="module")
-def voices():  # type: ignore[no-untyped-def]
-    from voicebot.pipelines.tts.router import VoiceRouter
-
-    router = VoiceRouter.default()
-    yield router
-    router.close()
-
-
-@pytest.fixture(scope="module")
-def whisper():  # type: ignore[no-untyped-def]
-    from voicebot.pipelines.asr.faster_whisper_backend import FasterWhisperRecognizer
-
-    recognizer = FasterWhisperRecognizer("base")
-    yield recognizer
-    recognizer.close()
-
-
-@pytest.fixture(scope="module")
-def budget(voices, whisper) -> ComputeBudget:  # type: ignore[no-untyped-def]
-    return asyncio.run(measure(whisper, voices))
 
 
 def phone_env(server: ServerProcess, carrier_api: FakeCarrierApi) -> dict[str, str]:

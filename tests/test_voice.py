@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ServerProcess, fresh_data_dir
-from tests.voice_budget import ComputeBudget, measure
+from tests.voice_budget import ComputeBudget
 from voicebot.channels.webrtc.caller import SILENCE_DBFS, Caller, dbfs
 from voicebot.channels.webrtc.track import OUT_RATE
 from voicebot.voice.audio import resample
@@ -32,30 +32,6 @@ def voice_server(tmp_path_factory: pytest.TempPathFactory, trained_models: Path,
     server = ServerProcess(fresh_data_dir(tmp_path_factory.mktemp("voice"), trained_models), extra_env=VOICE_ENV).start(timeout=budget.startup())
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def voices():  # type: ignore[no-untyped-def]
-    from voicebot.pipelines.tts.router import VoiceRouter
-
-    router = VoiceRouter.default()
-    yield router
-    router.close()
-
-
-@pytest.fixture(scope="module")
-def whisper():  # type: ignore[no-untyped-def]
-    from voicebot.pipelines.asr.faster_whisper_backend import FasterWhisperRecognizer
-
-    recognizer = FasterWhisperRecognizer("base")
-    yield recognizer
-    recognizer.close()
-
-
-@pytest.fixture(scope="module")
-def budget(voices, whisper) -> ComputeBudget:  # type: ignore[no-untyped-def]
-    """One recognition and one synthesis, timed on this machine now: the unit of every wait."""
-    return asyncio.run(measure(whisper, voices))
 
 
 async def speak(voices, text: str, language: str) -> np.ndarray:  # type: ignore[no-untyped-def]
