@@ -9,6 +9,7 @@ cheap; the NLU stage batches calls across sessions, which makes it cheaper still
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from scipy.special import softmax
 from sklearn.base import clone
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import FeatureUnion, Pipeline
 
 from voicebot.pipelines.nlu import oos
@@ -47,25 +48,51 @@ def fit_temperature(scores: np.ndarray, truth: np.ndarray) -> float:
     return float(np.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
 
 
+def held_out_folds(smallest: int, wanted: int = 3) -> int:
+    """How many stratified folds a domain whose smallest intent has ``smallest`` examples allows
+    (each fold must hold one of them); 0: too few to score anything held out."""
+    return min(wanted, smallest) if smallest >= 2 else 0
+
+
 class CharNgramIntentClassifier:
     name = "charngram-logreg"
 
-    def __init__(self, C: float = 10.0) -> None:
-        self._pipeline = Pipeline([("features", _features()), ("classifier", LogisticRegression(C=C, max_iter=3000))])
+    def __init__(self, C: float = 10.0, class_weight: str | dict[str, float] | None = None) -> None:
+        # class_weight "balanced": an intent drafted from 3 messages weighs as much as one with 100
+        # (unweighted, its examples lose to the big intents' n-grams they share words with).
+        classifier = LogisticRegression(C=C, max_iter=3000, class_weight=class_weight)
+        self._pipeline = Pipeline([("features", _features()), ("classifier", classifier)])
         self.labels: list[str] = []
         self.temperature = 1.0
         self.oos_threshold = oos.DEFAULT_THRESHOLD  # fitted on held-out folds (pipelines/nlu/oos.py)
 
     def fit(self, texts: Sequence[str], labels: Sequence[str]) -> CharNgramIntentClassifier:
         texts, labels = list(texts), list(labels)
-        folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
-        held_out = cross_val_predict(clone(self._pipeline), texts, labels, cv=folds, method="decision_function")
+        n_splits = held_out_folds(min(Counter(labels).values()))
         self._pipeline.fit(texts, labels)
         self.labels = [str(label) for label in self._pipeline.classes_]
+        if not n_splits:  # an intent of one example: nothing to calibrate on, raw probabilities
+            self.temperature, self.oos_threshold = 1.0, oos.DEFAULT_THRESHOLD
+            return self
+        held_out = self._held_out_scores(texts, labels, n_splits)
         truth = np.array([self.labels.index(str(label)) for label in labels])
         self.temperature = fit_temperature(held_out, truth)
         self.oos_threshold = oos.fit_threshold(softmax(held_out / self.temperature, axis=1), truth, self.labels)
         return self
+
+    def _held_out_scores(self, texts: list[str], labels: list[str], n_splits: int) -> np.ndarray:
+        """Decision scores of each example by a model trained on the other folds, columns in
+        ``self.labels`` order. A loop, not cross_val_predict: that one encodes the labels as
+        integers, which a class_weight table keyed by intent name then no longer matches."""
+        scores = np.zeros((len(texts), len(self.labels)))
+        folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=0)
+        for train, test in folds.split(texts, labels):
+            model = clone(self._pipeline).fit([texts[i] for i in train], [labels[i] for i in train])
+            raw = model.decision_function([texts[i] for i in test])
+            if raw.ndim == 1:  # two intents: one score
+                raw = np.column_stack([-raw, raw])
+            scores[np.ix_(test, [self.labels.index(str(c)) for c in model.classes_])] = raw
+        return scores
 
     def _probabilities(self, texts: Sequence[str]) -> np.ndarray:
         return softmax(self._pipeline.decision_function(list(texts)) / self.temperature, axis=1)

@@ -223,8 +223,14 @@ class DialogueEngine:
         return " ".join(parts[1:])
 
     def _rest_or(self, ranking: list[tuple[str, float]], rest: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """The rest's ranking when it reads as a request and no longer as the whole's smalltalk
+        intent. An intent answered by its own template (kind smalltalk: every drafted proposal) is
+        not always a greeting: "are you hiring? I would like to apply for a job" is a job question
+        in both parts, and its second part alone must not hand it to a near intent."""
         rest_intent = self.domain.spec.intents.get(rest[0][0])
-        if rest_intent and rest_intent.kind not in ("smalltalk", "out_of_scope") and rest[0][1] >= self.oos_threshold:
+        whole_in_rest = dict(rest).get(ranking[0][0], 0.0)
+        if (rest_intent and rest_intent.kind not in ("smalltalk", "out_of_scope") and rest[0][1] >= self.oos_threshold
+                and whole_in_rest < self.oos_threshold):
             return rest
         return ranking
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,10 +106,15 @@ def train_classifier(examples: list[Example], settings: NluSettings | None = Non
 
 
 def held_out_split(examples: list[Example], test_fraction: float = 0.25, seed: int = 7) -> tuple[list[Example], list[Example]]:
-    """Stratified by (language, intent): every backend is compared on the same split."""
+    """Stratified by (language, intent): every backend is compared on the same split. An intent
+    with a single example in a language (a drafted proposal: 2 English messages, 1 Spanish) keeps
+    it in training: a stratum of one cannot be split, and scikit-learn refuses the whole split."""
     strata = [f"{e.language}/{e.intent}" for e in examples]
-    train, test = train_test_split(examples, test_size=test_fraction, random_state=seed, stratify=strata)
-    return list(train), list(test)
+    sizes = Counter(strata)
+    single = [e for e, stratum in zip(examples, strata, strict=True) if sizes[stratum] < 2]
+    rest = [(e, stratum) for e, stratum in zip(examples, strata, strict=True) if sizes[stratum] >= 2]
+    train, test = train_test_split([e for e, _ in rest], test_size=test_fraction, random_state=seed, stratify=[s for _, s in rest])
+    return list(train) + single, list(test)
 
 
 def evaluate(examples: list[Example], test_fraction: float = 0.25, seed: int = 7, settings: NluSettings | None = None) -> Evaluation:
