@@ -193,12 +193,14 @@ class ChatClient:
         """Send a message; return the final bot message with the chunks streamed before it."""
         await self.send({"type": "message", "text": text})
         chunks: list[str] = []
+        chunk_languages: list[str] = []  # what a voice would speak each chunk in
         while True:
             message = await self.recv()
             if message["type"] == "chunk":
                 chunks.append(message["text"])
+                chunk_languages.append(message.get("language", ""))
             elif message["type"] == "message":
-                message["chunks"] = chunks
+                message["chunks"], message["chunk_languages"] = chunks, chunk_languages
                 return message
             elif message["type"] == "error":
                 raise AssertionError(f"error reply to {text!r}: {message}")

@@ -123,6 +123,12 @@ async def test_italian_user_is_told_in_italian_which_languages_the_bot_answers_i
     for name in ("English", "中文", "Español", "Deutsch", "Français"):
         assert name in asked["text"]
     assert "order number" in asked["text"].lower()  # then the answer, in English
+    # Each piece in its own language, so a call says the notice with an Italian voice and the
+    # answer with an English one.
+    assert asked["chunk_languages"][0] == "it" and asked["chunks"][0].startswith("Non posso")
+    spoken = dict(zip(asked["chunks"], asked["chunk_languages"], strict=True))
+    assert [language for chunk, language in spoken.items() if "order number" in chunk.lower()] == ["en"]
+    assert asked["chunk_languages"][-1] == "en"
     again = await chat.say("il numero è 12345")
     assert again["trace"]["response"]["answer_languages"] is None and "Non posso" not in again["text"]  # said once
     await chat.close()

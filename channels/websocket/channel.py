@@ -366,7 +366,8 @@ class _Connection:
                 continue
             try:
                 if isinstance(event, BotTextChunk):
-                    await self.send({"type": "chunk", "turn_id": event.turn_id, "index": event.index, "text": event.text})
+                    await self.send({"type": "chunk", "turn_id": event.turn_id, "index": event.index, "text": event.text,
+                                     "language": event.language})
                 elif isinstance(event, BotMessage):
                     self.answered[event.turn_id] = {"text": event.text, "language": event.language, "trace": event.trace}
                     await self.send({"type": "message", "turn_id": event.turn_id, "text": event.text, "language": event.language,

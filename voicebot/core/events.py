@@ -97,6 +97,11 @@ class BotReply(Event):
     # Generated text went out (or was due to) and was rejected: by the grounding guard, or cut by a
     # generation failure. ``text`` is then the template answer, and a voice must say it instead.
     generated_rejected: bool = False
+    # ``text`` starts with this notice, in ``notice_language`` (not ``language``): "I can't answer
+    # in Italian yet..." before an English answer. Its chunks carry its language, so a voice says it
+    # in Italian and the answer in English.
+    notice: str | None = None
+    notice_language: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -20,7 +20,11 @@ class ResponseStreamStage(Stage):
         if event.streamed:
             yield event
             return
-        for index, sentence in enumerate(split_sentences(event.text)):
+        parts = [(event.text, event.language)]
+        if event.notice and event.notice_language and event.text.startswith(event.notice):
+            parts = [(event.notice, event.notice_language), (event.text[len(event.notice):], event.language)]
+        sentences = [(sentence, language) for text, language in parts for sentence in split_sentences(text)]
+        for index, (sentence, language) in enumerate(sentences):
             yield BotTextChunk(session_id=event.session_id, turn_id=event.turn_id, text=sentence, index=index, sentence=True,
-                               language=event.language)
+                               language=language)
         yield event

@@ -333,6 +333,7 @@ class DialogueEngine:
         notice, notice_language = self.locales.message("answer_languages", state.language, languages=names,
                                                        fallback=self.locales.name(decision.language))
         decision.text = f"{notice} {decision.text}"
+        decision.notice, decision.notice_language = notice, notice_language
         return {"text": notice, "language": notice_language, "answered_in": decision.language}
 
     async def close(self) -> None:

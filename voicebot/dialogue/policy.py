@@ -54,6 +54,10 @@ class Decision:
     facts: dict[str, str] | None = None  # values the answer states; a generator must keep them
     identification: dict[str, Any] | None = None  # what the identification gate decided this turn
     prompt_fields: PromptFields | None = None  # set by the engine: what a generator may phrase the answer from
+    # A framework notice at the head of ``text`` in another language than the answer (the
+    # engine's answer_languages notice): a voice says it in its own language.
+    notice: str | None = None
+    notice_language: str | None = None
 
 
 class Policy:

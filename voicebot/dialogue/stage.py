@@ -49,4 +49,5 @@ class DialogueStage(Stage):
         turn.trace.update(trace)
         yield BotReply(session_id=event.session_id, turn_id=event.turn_id, text=decision.text,
                        language=decision.language, path=decision.path, handoff=decision.handoff, handoff_reason=decision.handoff_reason,
-                       intent=message.intent, turn_index=state.turn_count, prompt_fields=decision.prompt_fields)
+                       intent=message.intent, turn_index=state.turn_count, prompt_fields=decision.prompt_fields,
+                       notice=decision.notice, notice_language=decision.notice_language)
