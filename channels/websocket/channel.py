@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import OrderedDict
 from typing import Any
 
 from pydantic import BaseModel
@@ -130,6 +131,19 @@ def abort_transport(websocket: WebSocket) -> bool:
     return False
 
 
+class RecentAnswers(OrderedDict[str, dict[str, Any]]):
+    """The answers of a connection's last ``KEEP`` turns, for messages retried with their
+    ``client_id`` (a client resends only what it has not seen answered: its last few). Bounded, so a
+    long conversation does not hold every answer and trace it was given."""
+
+    KEEP = 32
+
+    def __setitem__(self, turn_id: str, answer: dict[str, Any]) -> None:
+        super().__setitem__(turn_id, answer)
+        while len(self) > self.KEEP:
+            self.popitem(last=False)
+
+
 class _Connection:
     def __init__(self, channel: WebsocketChatChannel, websocket: WebSocket, claims: SessionClaims) -> None:
         self.channel = channel
@@ -145,7 +159,7 @@ class _Connection:
         self.send_lock = asyncio.Lock()
         self.stalled = False
         self.refused_in_a_row = 0
-        self.answered: dict[str, dict[str, Any]] = {}  # turn id -> its stored answer, for messages retried with their client_id
+        self.answered = RecentAnswers()  # turn id -> its stored answer, for messages retried with their client_id
 
     async def send(self, payload: dict[str, Any]) -> None:
         """Send one frame, waiting at most ``send_timeout_s`` for the client to take it.
@@ -283,7 +297,8 @@ class _Connection:
         if self.handle.resumed:
             payload["history"] = [{"user": h.user, "bot": h.bot, "language": h.language} for h in state.history]
             payload.update(await self.stored_turns(len(state.history)))
-            self.answered = {turn["turn_id"]: turn for turn in payload.pop("_answered")}
+            for turn in payload.pop("_answered"):
+                self.answered[turn["turn_id"]] = turn
         else:
             payload["welcome"] = self.runtime.welcome(self.handle)
         await self.send(payload)
@@ -300,8 +315,9 @@ class _Connection:
         # text the customer was given (the state's history, in clear) where the history still has it.
         history = self.handle.session.state.history
         answered = []
-        for position, turn in enumerate(stored["turns"]):
-            back = len(stored["turns"]) - position
+        recent = stored["turns"][-RecentAnswers.KEEP:]
+        for position, turn in enumerate(recent):
+            back = len(recent) - position
             text = history[-back].bot if 0 < back <= len(history) else turn["bot_text"]
             answered.append({"turn_id": turn["turn_id"], "text": text, "language": turn["language"], "trace": turn["trace"]})
         return {"turns": turns, "rating": stored["rating"], "_answered": answered}
