@@ -6,28 +6,17 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from websockets.asyncio.client import connect
 
+from tests.chat_turns import turn
 from tests.conftest import ADMIN_HEADERS, ChatClient, ServerProcess, fresh_data_dir, session_token
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.asyncio
 
-
-async def turn(client: ChatClient, text: str, client_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Send a message with its client_id; its ack and its final answer."""
-    await client.send({"type": "message", "text": text, "client_id": client_id})
-    ack = await client.expect("ack")
-    assert ack["client_id"] == client_id
-    while True:
-        frame = await client.recv()
-        if frame["type"] == "message" and frame["turn_id"] == ack["turn_id"]:
-            return ack, frame
-        assert frame["type"] in ("typing", "chunk"), frame
 
 
 async def stored_user_texts(server: ServerProcess, session_id: str) -> list[str]:

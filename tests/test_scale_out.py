@@ -22,6 +22,7 @@ from cryptography.fernet import Fernet
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.chat_turns import turn
 from tests.conftest import ADMIN_HEADERS, ChatClient, ServerProcess, fresh_data_dir, session_token
 from tests.pg_server import PostgresServer, database_of
 from tests.redis_server import RedisServer
@@ -60,17 +61,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, trained_models: Path, post
         redis_server.stop()
         postgres_server.drop_database(database_of(database))
 
-
-async def turn(client: ChatClient, text: str, client_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Send a message with its client_id; its ack and its final answer."""
-    await client.send({"type": "message", "text": text, "client_id": client_id})
-    ack = await client.expect("ack")
-    assert ack["client_id"] == client_id
-    while True:
-        frame = await client.recv()
-        if frame["type"] == "message" and frame["turn_id"] == ack["turn_id"]:
-            return ack, frame
-        assert frame["type"] in ("typing", "chunk"), frame
 
 
 async def resume_when_free(server: ServerProcess, token: str, patience_s: float = 60) -> tuple[ChatClient, int]:
