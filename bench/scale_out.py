@@ -58,21 +58,21 @@ CONFIGS = {c.name: c for c in (
 )}
 
 
-def start_postgres(stack: ExitStack) -> str:
+def start_postgres(stack: ExitStack) -> tuple[int | None, str]:
     """A PostgreSQL of the test fixture (tests/pg_server.py), stopped when ``stack`` closes."""
     from tests.pg_server import PostgresServer
 
     server = PostgresServer().start()  # in a folder of its own (the postgres user owns it when we are root)
     stack.callback(server.remove)
-    return server.create_database()
+    return server.pid, server.create_database()
 
 
-def server_cpu_s(server: chat_load.ServerProcess) -> dict[int, float]:
-    """CPU seconds (user + system) of the server and of each of its worker processes, by pid."""
-    if server.pid is None:
+def tree_cpu_s(pid: int | None) -> dict[int, float]:
+    """CPU seconds (user + system) of a process and of each of its children, by pid."""
+    if pid is None:
         return {}
     try:
-        root = psutil.Process(server.pid)
+        root = psutil.Process(pid)
         processes = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return {}
@@ -84,6 +84,12 @@ def server_cpu_s(server: chat_load.ServerProcess) -> dict[int, float]:
         except psutil.NoSuchProcess:
             pass
     return used
+
+
+def services_cpu_s(pids: list[int | None]) -> float:
+    """CPU seconds of PostgreSQL (postmaster and its backends) and Redis, summed: on one machine
+    they take from the same cores as the workers, which bounds what a second worker can add."""
+    return sum(sum(tree_cpu_s(pid).values()) for pid in pids)
 
 
 def _client_process(url: str, sessions: int, offset: int, args: argparse.Namespace, queue: Any) -> None:
@@ -145,28 +151,39 @@ def measure(config: Config, args: argparse.Namespace, models: Path, work: Path) 
         data_dir = folder / "data"
         shutil.copytree(models, data_dir / "models")
         env: dict[str, str] = {"VOICEBOT_PRIVACY__RETENTION_DAYS": "30"}
+        service_pids: list[int | None] = []
         if config.storage == "postgres":
-            env.update({"VOICEBOT_STORAGE__BACKEND": "postgres", "VOICEBOT_STORAGE__URL": start_postgres(stack)})
+            postgres_pid, url = start_postgres(stack)
+            service_pids.append(postgres_pid)
+            env.update({"VOICEBOT_STORAGE__BACKEND": "postgres", "VOICEBOT_STORAGE__URL": url})
         if config.redis:
             redis_server = RedisServer(folder / "redis").start()
             stack.callback(redis_server.stop)
+            service_pids.append(redis_server.process.pid if redis_server.process else None)
             env["VOICEBOT_COORDINATION__REDIS_URL"] = redis_server.url
         server = chat_load.ServerProcess(data_dir, extra_args=["--workers", str(config.workers)], extra_env=env)
         stack.callback(server.stop)
         server.start(args.startup_timeout)
         time.sleep(1.0)  # every worker up (the supervisor answers /health through the first one ready)
-        cpu_before = server_cpu_s(server)
+        cpu_before, services_before = tree_cpu_s(server.pid), services_cpu_s(service_pids)
         stats, elapsed, client_cpu = run_load(server.ws_url, args)
-        cpu_after = server_cpu_s(server)
+        cpu_after, services_used = tree_cpu_s(server.pid), services_cpu_s(service_pids) - services_before
         per_process = {pid: round(cpu_after[pid] - cpu_before.get(pid, 0.0), 2) for pid in cpu_after}
         level = chat_load.summarize(stats, elapsed, client_cpu, server, sum(per_process.values()), None)
         warnings = [line for line in (server.log_path.read_text(errors="replace").splitlines() if server.log_path else [])
                     if "ERROR" in line or "Traceback" in line]
         cpu = sum(per_process.values())
+        turns = len(stats.latencies_ms) or 1
+        cost_ms = {"server": 1000 * cpu / turns, "client": 1000 * client_cpu / turns, "postgres_redis": 1000 * services_used / turns}
         return {"config": config.name, "storage": config.storage, "workers": config.workers, "redis": config.redis,
                 # Turns per CPU-second the server processes got: what a turn costs, whatever share of
                 # the machine the servers were given (on a shared machine turns/s follows that share).
                 "turns_per_server_cpu_s": round(len(stats.latencies_ms) / cpu, 1) if cpu else None,
+                # Every CPU-millisecond a turn costs on this machine (workers, load generator,
+                # PostgreSQL + Redis), and the turns/s all cores could give at that cost: the most
+                # any number of workers can reach here while the clients share the machine.
+                "cpu_ms_per_turn": {part: round(value, 2) for part, value in cost_ms.items()},
+                "machine_ceiling_turns_per_s": round(1000 * (os.cpu_count() or 1) / sum(cost_ms.values()), 1),
                 "server_startup_s": round(server.startup_s, 1), "server_cpu_s_by_pid": per_process, "server_log_errors": warnings[-5:],
                 **level}
 
@@ -216,6 +233,9 @@ def print_result(result: dict[str, Any], out: Callable[[str], None]) -> None:
         f"p95 {lat['p95']} ms; errors {result['errors']}" + (f" {result['error_kinds']}" if result["errors"] else ""))
     out(f"   server CPU s by pid {result['server_cpu_s_by_pid']} (elapsed {result['elapsed_s']} s): "
         f"{result['turns_per_server_cpu_s']} turns per server CPU-second; client CPU {result['client_cpu_s']} s")
+    cost = result["cpu_ms_per_turn"]
+    out(f"   CPU ms per turn: workers {cost['server']}, clients {cost['client']}, PostgreSQL + Redis {cost['postgres_redis']}; "
+        f"all {os.cpu_count()} cores at that cost: {result['machine_ceiling_turns_per_s']} turns/s")
     for sample in result["error_samples"][:4]:
         out(f"   ! {sample}")
     for line in result["server_log_errors"]:
