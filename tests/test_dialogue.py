@@ -126,3 +126,24 @@ async def test_cancelling_an_unknown_order_asks_again_instead_of_confirming(engi
     assert "67890" in reply and trace["identification"]["result"] == "ask"
     reply, trace = await converse(engine, state, "john.smith@example.com")
     assert "67890" in reply and "Galaxy S25" in reply and state.awaiting_confirmation == "cancel_order"
+
+
+def test_saved_state_is_a_full_independent_copy() -> None:
+    """What is saved after a turn holds every field of the state (nothing left out when the
+    state grows a field) and shares nothing with the live state, which the next turn changes."""
+    import dataclasses
+
+    from voicebot.core.session import HistoryEntry, SlotValue
+
+    state = DialogueState(language="de", active_flow="order_status", turn_count=3, identity={"customer_id": "c1"},
+                          slots={"order_id": SlotValue("12345", 0.95, 2, "12345")}, verified={"order": ["12345"]},
+                          history=[HistoryEntry("wo ist meine Bestellung?", "Welche Nummer?", "order_status", "de")])
+    saved = state.to_dict()
+    assert saved == dataclasses.asdict(state)
+    assert DialogueState.from_dict(json.loads(json.dumps(saved))) == state
+    saved["slots"]["order_id"]["value"] = "99999"
+    saved["history"][0]["user"] = "changed"
+    saved["verified"]["order"].append("99999")
+    saved["identity"]["customer_id"] = "c2"
+    assert state.slots["order_id"].value == "12345" and state.history[0].user == "wo ist meine Bestellung?"
+    assert state.verified == {"order": ["12345"]} and state.identity == {"customer_id": "c1"}
