@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,6 +28,9 @@ async def test_integrator_classifier_loaded_by_config_understands_a_conversation
         await chat.close()
         saved = list((tmp_path / "data" / "models").glob("nlu-*.joblib"))
         assert saved, "the engine saves the plug-in's trained model like its own"
+        # The trace names the model that answered, and every chat client gets it: not the server's folders.
+        assert asked["trace"]["models"]["nlu_model_file"] in {path.name for path in saved}
+        assert str(tmp_path) not in json.dumps(asked) and str(tmp_path) not in json.dumps(german)
     finally:
         server.stop()
 

@@ -298,7 +298,9 @@ class DialogueEngine:
             },
             "models": {
                 "nlu": self.classifier.name,
-                "nlu_model_file": self.nlu_model_info["model_file"],
+                # The file's name (domain and content hash: which model answered), not its path:
+                # every chat client receives this trace, and the server's folders are not theirs.
+                "nlu_model_file": Path(self.nlu_model_info["model_file"]).name,
                 "language": "langdetect (seeded) + domain char n-gram",
                 "knowledge": "tf-idf char n-gram, title/keywords + body" + (" + sentence-encoder cosine" if self.kb.semantic else ""),
                 "generator": None,
