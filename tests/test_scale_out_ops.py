@@ -1,15 +1,20 @@
 """Operations across workers on one real PostgreSQL and one real Redis: the retention sweep of one
-worker keeps a conversation live on another."""
+worker keeps a conversation live on another, and ``voicebot control shutdown`` drains and stops
+every worker (a plain ``voicebot serve`` and a ``serve --workers 2`` supervisor alike)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from cryptography.fernet import Fernet
 
@@ -84,3 +89,38 @@ async def test_retention_on_one_worker_keeps_the_conversation_live_on_another(de
     assert "54321" in answer["text"], answer
     await live.close()
 
+
+def control(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "voicebot", "control", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
+
+
+async def test_control_shutdown_drains_and_stops_every_worker(deployment: Deployment) -> None:
+    assert deployment.pool.process is not None
+    pool_workers = [child.pid for child in psutil.Process(deployment.pool.process.pid).children()
+                    if "spawn_main" in " ".join(child.cmdline())]  # not multiprocessing's resource tracker
+    assert len(pool_workers) == 2
+    chats = {name: await ChatClient.open(server.ws_url, language="en")
+             for name, server in (("a", deployment.a), ("b", deployment.b), ("pool", deployment.pool))}
+    for name, chat in chats.items():
+        await turn(chat, "hello", f"{name}-before")
+    for name, chat in chats.items():  # a turn in flight on each worker when the message comes
+        await chat.send({"type": "message", "text": "what is your return policy?", "client_id": f"{name}-during"})
+        await chat.expect("ack")
+    sent = control(deployment.env, "shutdown")
+    assert sent.returncode == 0, sent.stderr
+    assert "shutdown sent to 4 worker(s)" in sent.stdout, sent.stdout  # a, b and the pool's two
+    for name, chat in chats.items():
+        frames = []
+        while not frames or frames[-1]["type"] != "ended":
+            frames.append(await chat.recv(timeout=60))
+        assert len([f for f in frames if f["type"] == "message"]) == 1, (name, frames)  # the turn in flight was answered
+        assert frames[-1]["reason"] == "server_restart" and frames[-1]["resume"] is True, (name, frames[-1])
+    for server in (deployment.a, deployment.b, deployment.pool):
+        assert server.process is not None
+        assert server.process.wait(timeout=60) == 0, server.log_path.read_text() if server.log_path else ""
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pool_workers)
+    log = deployment.pool.log_path.read_text() if deployment.pool.log_path else ""
+    assert "starting a new one" not in log and "Traceback" not in log, log  # the supervisor replaced none
+    nobody = control(deployment.env, "shutdown")
+    assert nobody.returncode == 1 and "no worker listens" in nobody.stdout, nobody.stdout + nobody.stderr
