@@ -217,3 +217,31 @@ async def test_a_reconnect_on_the_same_worker_keeps_the_lock(workers: tuple[Work
     await asyncio.gather(*a.coordinator._tasks)  # the first session's release has run by now
     with pytest.raises(ConversationInUse):
         await b.coordinator.claim_conversation("conv-8")
+
+
+async def test_held_conversations_name_every_workers_live_ones_of_this_deployment_only(redis_server: RedisServer) -> None:  # noqa: F811
+    """What the retention job keeps: the conversations any worker of the deployment serves now. A
+    key prefix with glob characters is taken literally, so a neighbouring deployment's locks on the
+    same Redis are not counted."""
+    def worker(name: str, prefix: str) -> RedisCoordinator:
+        return RedisCoordinator(CoordinationSettings(redis_url=redis_server.url, key_prefix=prefix, lock_ttl_s=5, timeout_s=0.5), LIMITS, name)
+
+    a, b, neighbour = worker("a", "shop[1]*"), worker("b", "shop[1]*"), worker("n", "shop1x")
+    try:
+        on_a = await a.claim_conversation("conv-a")
+        await b.claim_conversation("conv-b")
+        await neighbour.claim_conversation("conv-n")
+        assert await a.held_conversations() == {"conv-a", "conv-b"} == await b.held_conversations()
+        on_a.release()
+        await eventually(lambda: _held_is(b, {"conv-b"}))
+    finally:
+        for coordinator in (a, b, neighbour):
+            await coordinator.close()
+    unreachable = RedisCoordinator(CoordinationSettings(redis_url="redis://127.0.0.1:1/0", timeout_s=0.5), LIMITS, "down")
+    with pytest.raises(CoordinationUnavailable):  # unknown, not empty: the retention run then deletes nothing
+        await unreachable.held_conversations()
+    await unreachable.close()
+
+
+async def _held_is(worker: RedisCoordinator, expected: set[str]) -> bool:
+    return await worker.held_conversations() == expected

@@ -324,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     insights_cli.add_command(sub, common)
     _add_models_command(sub)
     _add_call_command(sub)
+    from voicebot.coordination import control_cli
+
+    control_cli.add_command(sub, _settings)
     return parser
 
 

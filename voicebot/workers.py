@@ -7,9 +7,10 @@ and ``[coordination] redis_url``. Without them N > 1 is refused with the reason.
 
 The supervisor binds the socket once and starts each worker (``voicebot.server.run_worker``) in a
 spawned process that inherits it; the kernel spreads new connections over the workers. A worker
-that dies is replaced (its conversations are resumed by their clients on the others); SIGTERM or
+that dies is replaced (its conversations are resumed by their clients on the others), one that
+stopped as asked (``voicebot control shutdown``: it drained and exited 0) is not; SIGTERM or
 SIGINT is passed to every worker, which drains as a single server does, and the supervisor exits
-when they all have.
+when they all have (or when every worker stopped as asked).
 """
 
 from __future__ import annotations
@@ -102,13 +103,18 @@ def supervise(settings: Settings, workers: int) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    pool = [_Worker(settings, [sock]) for _ in range(workers)]
-    log.warning("voicebot supervisor %d: %d workers %s on %s:%d", os.getpid(), workers, [w.pid for w in pool],
+    started = [_Worker(settings, [sock]) for _ in range(workers)]
+    pool: list[_Worker | None] = list(started)
+    log.warning("voicebot supervisor %d: %d workers %s on %s:%d", os.getpid(), workers, [w.pid for w in started],
                 settings.server.host, settings.server.port)
     failed = False
     while not stop.wait(0.5):
         for index, worker in enumerate(pool):
-            if worker.process.is_alive():
+            if worker is None or worker.process.is_alive():
+                continue
+            if worker.process.exitcode == 0:  # it was asked to stop (voicebot control shutdown) and drained
+                log.warning("worker %s stopped as asked: not replaced", worker.pid)
+                pool[index] = None
                 continue
             if time.monotonic() - worker.started < STARTUP_S:
                 log.error("worker %s exited (code %s) while starting: stopping every worker", worker.pid, worker.process.exitcode)
@@ -117,11 +123,15 @@ def supervise(settings: Settings, workers: int) -> None:
                 break
             log.error("worker %s died (code %s): starting a new one", worker.pid, worker.process.exitcode)
             pool[index] = _Worker(settings, [sock])
-    for worker in pool:
+        if not any(pool):
+            log.warning("every worker stopped as asked: the supervisor exits")
+            break
+    running = [worker for worker in pool if worker is not None]
+    for worker in running:
         worker.terminate()
     grace = settings.server.shutdown_grace_s + 20
     deadline = time.monotonic() + grace
-    for worker in pool:
+    for worker in running:
         worker.process.join(max(0.0, deadline - time.monotonic()))
         if worker.process.is_alive():
             log.error("worker %s did not stop within %.0f s: killed", worker.pid, grace)

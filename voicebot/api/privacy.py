@@ -71,11 +71,16 @@ def router(runtime: BotRuntime) -> APIRouter:
         return AuditPage(total=total, limit=limit, offset=offset, items=[AuditRecord(**item) for item in items])
 
     @api.post("/api/retention/run", response_model=RetentionRun, tags=["privacy"],
-              responses={403: {"description": "retention spans every tenant: an operator key (tenant '*') is needed"}})
-    async def run_retention(caller: Caller = Depends(requires("data:erase"))) -> RetentionRun:
-        """Apply ``privacy.retention_days`` now instead of waiting for the periodic job."""
+              responses={403: {"description": "retention spans every tenant: an operator key (tenant '*') is needed"},
+                         503: {"description": "which conversations other workers serve is unknown (Redis): nothing was deleted"}})
+    async def run_retention(caller: Caller = Depends(requires("data:erase"))) -> RetentionRun | JSONResponse:
+        """Apply ``privacy.retention_days`` now instead of waiting for the periodic job; conversations
+        live on any worker are kept."""
         if caller.principal.tenant != "*":
             raise HTTPException(403, "retention spans every tenant: running it needs an operator key (tenant '*')")
-        return RetentionRun(deleted=await runtime.retention.run_once())
+        try:
+            return RetentionRun(deleted=await runtime.retention.run_once())
+        except CoordinationUnavailable as exc:
+            return refusal_response(exc)
 
     return api

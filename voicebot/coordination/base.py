@@ -7,6 +7,8 @@ processes, on one machine or many, agree through Redis (``redis_coordinator.Redi
   renews while the session lives; a crashed worker's lock lapses after ``lock_ttl_s`` and the
   conversation can be resumed on any worker. A resume while another worker holds it is refused
   with ``ConversationInUse`` (``conversation_in_use``, 409, ``retry_after``);
+- *what is live*: ``held_conversations`` names every conversation some worker serves now, so the
+  retention job on one worker does not delete a conversation live on another;
 - *the limits*: live sessions (in total and per client address), messages per conversation and
   session tokens per address count across every worker;
 - *control messages*: ``broadcast`` reaches every worker, this one included (erasure ends a
@@ -93,6 +95,11 @@ class Coordinator(Protocol):
 
     async def claim_conversation(self, conversation_id: str) -> Claim:
         """Serve ``conversation_id`` here or ``ConversationInUse``; ``CoordinationUnavailable``."""
+
+    async def held_conversations(self) -> set[str]:
+        """The conversations a worker of this deployment serves now (their locks are held): the
+        retention job keeps them, whatever their age. ``CoordinationUnavailable`` when that cannot
+        be known (the job then deletes nothing this time)."""
 
     async def count_message(self, key: str) -> None:
         """One message of a conversation against the message rate; ``LimitExceeded("rate_limited")``."""

@@ -51,6 +51,9 @@ class LocalCoordinator:
     async def claim_conversation(self, conversation_id: str) -> LocalClaim:
         return LocalClaim(conversation_id)
 
+    async def held_conversations(self) -> set[str]:
+        return set()  # this process's live sessions are all there is (the runtime knows them)
+
     async def count_message(self, key: str) -> None:
         self.message_rate.hit(key)
 

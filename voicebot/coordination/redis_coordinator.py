@@ -5,6 +5,7 @@ Keys (all under ``coordination.key_prefix``, default ``voicebot``):
 - ``<p>:conversation:<id>``: the worker serving the conversation, with an expiry of
   ``lock_ttl_s``; the worker renews every lock it holds each ``lock_ttl_s / 3``, so a crashed
   worker's conversations may be resumed elsewhere ``lock_ttl_s`` after its last renewal;
+  the retention job keeps every conversation with such a key (``held_conversations``);
 - ``<p>:sessions`` and ``<p>:sessions:<address>``: sorted sets of live sessions scored by expiry,
   renewed the same way; admitting a session prunes lapsed entries and checks both counts in one
   Lua script, so two workers cannot both take the last place;
@@ -334,6 +335,16 @@ class RedisCoordinator:
             log.warning("coordination: conversation %s is now served by another worker; ending it here", claim.conversation_id)
             if self._on_lost is not None:
                 self._spawn(self._on_lost(claim.conversation_id))
+
+    async def held_conversations(self) -> set[str]:
+        """Every conversation whose lock some worker holds (SCAN over the lock keys, a page at a
+        time, so a large deployment does not block Redis)."""
+        head = self._key("conversation", "")
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in head) + "*"  # the prefix taken literally
+        try:
+            return {key.decode()[len(head):] async for key in self.redis.scan_iter(match=pattern, count=1000)}
+        except UNREACHABLE as exc:
+            raise self._unavailable(exc) from None
 
     # -- limits ------------------------------------------------------------------------------------------
     async def count_message(self, key: str) -> None:

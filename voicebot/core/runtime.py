@@ -235,7 +235,9 @@ class BotRuntime:
         # Stored text is redacted and encrypted (privacy.*); a bad key setting fails here, clearly.
         self.storage: Storage = registry.create("storage", settings.storage.backend, settings.storage.backend_options(), "storage",
                                                 data_dir=self.data_dir, sealer=Sealer.from_settings(settings.privacy, self.data_dir))
-        self.retention = RetentionJob(self.storage, settings.privacy, lambda: list(self.sessions))
+        # Kept by retention: this process's sessions and the conversations other workers serve (their locks).
+        self.retention = RetentionJob(self.storage, settings.privacy, lambda: list(self.sessions),
+                                      held=lambda: self.coordination.held_conversations())
         self._log_redaction: LogRedaction | None = None
         self.draining = False  # set at SIGTERM: no new sessions
         self.access = AccessControl(settings, list(tenant_domains(settings)), self.data_dir)

@@ -3,7 +3,8 @@
 Keeping conversations forever turns a support log into a liability; the job runs once at start
 and then every ``privacy.retention_check_s`` in the server's own event loop (no cron to set up).
 Conversations of sessions still connected are kept, whatever their age, so a live customer
-never loses the conversation under their feet. Each run leaves audit records with counts only.
+never loses the conversation under their feet; with several workers that includes the sessions
+every other worker serves (``held``: the conversations whose coordination lock is held). Each run leaves audit records with counts only.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING
 
 from voicebot.config import PrivacySettings
@@ -25,10 +26,12 @@ DAY_S = 86400.0
 
 
 class RetentionJob:
-    def __init__(self, storage: Storage, privacy: PrivacySettings, live_ids: Callable[[], Collection[str]] = tuple) -> None:
+    def __init__(self, storage: Storage, privacy: PrivacySettings, live_ids: Callable[[], Collection[str]] = tuple,
+                 held: Callable[[], Awaitable[Collection[str]]] | None = None) -> None:
         self.storage = storage
         self.privacy = privacy
         self.live_ids = live_ids
+        self.held = held  # conversations live on any worker; raises when that cannot be known (nothing is deleted then)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -43,8 +46,10 @@ class RetentionJob:
         """Delete what is due now; the number of conversations deleted."""
         if self.privacy.retention_days is None:
             return 0
-        return await self.storage.delete_conversations_older_than(self.privacy.retention_days * DAY_S, keep=set(self.live_ids()),
-                                                                  actor="retention")
+        keep = set(self.live_ids())
+        if self.held is not None:
+            keep |= set(await self.held())
+        return await self.storage.delete_conversations_older_than(self.privacy.retention_days * DAY_S, keep=keep, actor="retention")
 
     async def _loop(self) -> None:
         while True:
