@@ -300,7 +300,7 @@ class DialogueEngine:
                 "nlu": self.classifier.name,
                 "nlu_model_file": self.nlu_model_info["model_file"],
                 "language": "langdetect (seeded) + domain char n-gram",
-                "knowledge": "tf-idf char n-gram, title/keywords + body" + (" + sentence-encoder cosine" if self.kb.semantic else ""),
+                "knowledge": "tf-idf char n-gram, title/keywords (as written or as they sound) + body" + (" + sentence-encoder cosine" if self.kb.semantic else ""),
                 "generator": None,
             },
         }
