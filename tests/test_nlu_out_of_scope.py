@@ -1,4 +1,4 @@
-"""Questions near the demo's domain but outside it (a shop's opening hours, its branches, jobs,
+"""Questions near the demo's domain but outside it (a shop's opening hours, its branches,
 discounts) are refused as out of scope by the default NLU, in all five languages, and the in-scope
 questions next to them still get their intents. None of these texts is a training example: the
 demo teaches the topic with other wordings (its out_of_scope examples), and the test checks that.
@@ -6,6 +6,8 @@ demo teaches the topic with other wordings (its out_of_scope examples), and the 
 Before those examples the demo taught out of scope only with far-off questions (weather, jokes,
 recipes), and "¿a qué hora abre la tienda?" became order_status (0.54 against 0.44 for out of
 scope): whatever a customer asks a shop, the nearest shop intent was closer than the weather.
+Jobs are left out on purpose: they are the topic ``voicebot insights`` drafts into a new intent
+(tests/test_nlu_small_intent.py), which out-of-scope examples about them would fight.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ NEAR_BUT_OUT = [
     ("es", "¿tenéis descuento para estudiantes?"),
     ("en", "what time does the store open?"),
     ("en", "where is your nearest shop?"),
-    ("en", "are you hiring?"),
     ("en", "do you have a student discount?"),
     ("de", "wann öffnet der Laden?"),
     ("de", "wo ist die nächste Filiale?"),
@@ -35,7 +36,6 @@ NEAR_BUT_OUT = [
     ("fr", "avez-vous une réduction étudiante ?"),
     ("zh", "商店几点开门？"),
     ("zh", "最近的门店在哪里？"),
-    ("zh", "你们在招聘吗？"),
 ]
 NEIGHBOURS_IN_SCOPE = [
     ("es", "¿por dónde va mi pedido?", "order_status"),
