@@ -302,7 +302,7 @@ class DialogueEngine:
                 # every chat client receives this trace, and the server's folders are not theirs.
                 "nlu_model_file": Path(self.nlu_model_info["model_file"]).name,
                 "language": "langdetect (seeded) + domain char n-gram",
-                "knowledge": "tf-idf char n-gram, title/keywords + body" + (" + sentence-encoder cosine" if self.kb.semantic else ""),
+                "knowledge": "tf-idf char n-gram, title/keywords (as written or as they sound) + body" + (" + sentence-encoder cosine" if self.kb.semantic else ""),
                 "generator": None,
             },
         }

@@ -168,7 +168,7 @@ class Policy:
         chain = self.locales.chain(state.language)
         vector = await self.embed_query(message.text) if self.embed_query is not None and self.kb.semantic else None
         article, hits, ranked_in = self.kb.answer(message.text, chain, query_vector=vector)
-        ranking = [{"id": h.article.id, "title": h.article.title, "score": h.score, "lexical": h.lexical, "semantic": h.semantic,
+        ranking = [{"id": h.article.id, "title": h.article.title, "score": h.score, "lexical": h.lexical, "semantic": h.semantic, "phonetic": h.phonetic,
                     "language": h.article.language} for h in hits]
         if article is None:
             return self._system("kb_not_found", state, "knowledge", "no article scored above the threshold")
