@@ -6,8 +6,9 @@ seconds, the next message. Meanwhile --churn sessions are opened and closed, --c
 at a time, each with one turn, ended three ways in turn: politely ('end'), by dropping the socket
 after the answer, and by dropping it while the answer is still being made.
 
-A warm-up round of the same shape comes first; the server's RSS after it, once idle, is the
-baseline that the RSS after the churn is compared with (a leak shows as growth). Every
+A warm-up round of the same shape comes first (by default the very same round: the first one
+raises the native heap's high-water mark once, see LoadConfig); the server's RSS after it, once
+idle, is the baseline that the RSS after the churn is compared with (a leak shows as growth). Every
 acknowledged turn must be stored: the turn counts come from the REST API afterwards.
 
 Prints sessions held, turns/s, turn latency p50/p95/p99, errors, peak RSS, RSS baseline and RSS
@@ -57,8 +58,13 @@ class LoadConfig:
     ramp_s: float = 5.0  # sessions arrive spread over this long
     churn: int = 1000
     churn_concurrency: int = 50
-    warmup_s: float = 15.0  # the warm-up has the round's shape (same sessions, same churn concurrency):
-    warmup_churn: int = 250  # the allocator's high-water mark is reached before the baseline
+    # The warm-up is the measured round itself by default (None: duration_s, churn). The first
+    # full round raises the native heap's high-water mark once (glibc arenas of the worker
+    # threads, numpy/BLAS buffers sized by the largest NLU batches seen: +47-61 MiB after a 15 s,
+    # 250-churn warm-up, measured; +3-11 MiB for each further identical round, while the Python
+    # heap stays flat under tracemalloc). Only a baseline taken after that point shows growth per session.
+    warmup_s: float | None = None
+    warmup_churn: int | None = None
     turn_timeout_s: float = 120.0
 
 
@@ -299,8 +305,10 @@ async def run_load(ws_url: str, config: LoadConfig, *, server_pid: int | None, a
         watch = ServerWatch(client, server_pid)
         start_rss = watch.rss()
         warm = LoadStats()
-        log(f"warm-up: {config.sessions} sessions for {config.warmup_s:g} s + churn of {config.warmup_churn}")
-        await run_round(client, config.sessions, config.warmup_s, config.warmup_churn, warm)
+        warmup_s = config.duration_s if config.warmup_s is None else config.warmup_s
+        warmup_churn = config.churn if config.warmup_churn is None else config.warmup_churn
+        log(f"warm-up: {config.sessions} sessions for {warmup_s:g} s + churn of {warmup_churn}")
+        await run_round(client, config.sessions, warmup_s, warmup_churn, warm)
         baseline = await watch.settled_rss()
         log(f"baseline RSS {baseline / MiB:.1f} MiB" if baseline else "baseline RSS: server not local")
         stats = LoadStats()
@@ -330,7 +338,7 @@ async def run_load(ws_url: str, config: LoadConfig, *, server_pid: int | None, a
     turns = len(stats.latencies_ms)
     figures = {
         "sessions": config.sessions, "duration_s": config.duration_s, "think_s": list(config.think_s),
-        "churn": config.churn, "churn_concurrency": config.churn_concurrency,
+        "churn": config.churn, "churn_concurrency": config.churn_concurrency, "warmup_s": warmup_s, "warmup_churn": warmup_churn,
         "sessions_held_max_client": stats.open_max, "sessions_held_max_server": watch.sessions_max,
         "churn_completed": stats.churned, "sessions_active_after": active_after,
         "turns": turns, "turns_acked": sum(len(a) for a in stats.acked.values()), "elapsed_s": round(elapsed, 1),
@@ -394,8 +402,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--think", default="1,2", help="pause between an answer and the next message, min,max s (default 1,2)")
     parser.add_argument("--churn", type=int, default=1000, help="sessions opened and closed meanwhile (default 1000)")
     parser.add_argument("--churn-concurrency", type=int, default=50)
-    parser.add_argument("--warmup", type=float, default=15.0, help="seconds of the warm-up round (default 15)")
-    parser.add_argument("--warmup-churn", type=int, default=250)
+    parser.add_argument("--warmup", type=float, help="seconds of the warm-up round (default: --duration)")
+    parser.add_argument("--warmup-churn", type=int, help="sessions churned in the warm-up (default: --churn)")
     parser.add_argument("--turn-timeout", type=float, default=120.0)
     parser.add_argument("--data-dir", type=Path, help="data dir of the started server, kept (default: a temp dir, removed at the end)")
     parser.add_argument("--startup-timeout", type=float, default=300.0, help="the first start trains the demo NLU")
