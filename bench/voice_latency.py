@@ -64,6 +64,7 @@ SETS: dict[str, list[Question]] = {
         ["I ordered a blue jacket last week,", 0.3, "and it still has not arrived,", 0.3, "can you check where it is?"],
         ["Hello,", 0.4, "I would like to know,", 0.5, "what payment methods do you accept?"],
         ["My order number is", 0.5, "5 4 3 2 1,", 0.3, "where is it?"],
+        ["Where is my order?", 0.3, "The number is 5 4 3 2 1."],  # a complete question, then more: one reply to both
     ],
 }
 
