@@ -66,6 +66,10 @@ SETS: dict[str, list[Question]] = {
         ["My order number is", 0.5, "5 4 3 2 1,", 0.3, "where is it?"],
         ["Where is my order?", 0.3, "The number is 5 4 3 2 1."],  # a complete question, then more: one reply to both
     ],
+    "sentences": [  # complete questions followed by more after a 0.3 s pause (the complete-question silence against it)
+        ["Where is my order?", 0.3, "The number is 5 4 3 2 1."],
+        ["Can you help me?", 0.3, "My parcel never came."],
+    ],
 }
 
 
