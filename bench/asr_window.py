@@ -42,9 +42,20 @@ async def speech(voices, language: str, text: str) -> np.ndarray:  # type: ignor
     return np.concatenate([np.zeros(8000, np.float32), audio, np.zeros(8000, np.float32)])  # as the endpointer cuts it
 
 
+def variants(spec: str) -> list[tuple[float, int]]:
+    """'30,15,20:1' -> [(30, 0), (15, 0), (20, 1)]: a window in seconds, optionally ':threads' (0: CTranslate2's default)."""
+    out = []
+    for item in spec.split(","):
+        window, _, threads = item.partition(":")
+        out.append((float(window), int(threads or 0)))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--windows", default="30,10", help="encoder windows in seconds (30: Whisper's own)")
+    parser.add_argument("--windows", default="30,10", help="encoder windows in seconds (30: Whisper's own), each optionally "
+                        "':N' for N CTranslate2 CPU threads, e.g. 30,15,30:1")
+    parser.add_argument("--rounds", type=int, default=1, help="passes over the sentences (more samples per variant)")
     args = parser.parse_args()
     from voicebot.pipelines.asr.faster_whisper_backend import FasterWhisperRecognizer
     from voicebot.pipelines.tts.router import VoiceRouter
@@ -53,22 +64,30 @@ def main() -> None:
     audio = [asyncio.run(speech(voices, language, text)) for language, text in SENTENCES]
     voices.close()
     languages = sorted({language for language, _ in SENTENCES})
-    print(f"{len(SENTENCES)} utterances on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; figures only")
-    for window in (float(w) for w in args.windows.split(",")):
-        recognizer = FasterWhisperRecognizer("base", encoder_window_s=window)
+    print(f"{len(SENTENCES)} utterances x {args.rounds} round(s) on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+          "variants interleaved utterance by utterance (a load change hits them alike); figures only")
+    specs = variants(args.windows)
+    recognizers = [FasterWhisperRecognizer("base", encoder_window_s=window, cpu_threads=threads) for window, threads in specs]
+    for recognizer in recognizers:
         recognizer.transcribe_many([(audio[0], None, languages)])  # warm-up
-        times, texts = [], []
+    times: list[list[float]] = [[] for _ in specs]
+    texts: list[list[str]] = [[] for _ in specs]
+    for _ in range(args.rounds):
         for clip in audio:
-            started = time.perf_counter()
-            texts.append(recognizer.transcribe_many([(clip, None, languages)])[0].text)
-            times.append(time.perf_counter() - started)
-        english = [i for i, (language, _) in enumerate(SENTENCES) if language == "en"]
-        wer = corpus_word_error_rate([t for _, t in SENTENCES], texts)
-        wer_en = corpus_word_error_rate([SENTENCES[i][1] for i in english], [texts[i] for i in english])
-        print(f"window {window:>4.0f} s: p50 {np.percentile(times, 50) * 1000:6.0f} ms, p95 {np.percentile(times, 95) * 1000:6.0f} ms "
-              f"per utterance; WER {wer:.3f} (English {wer_en:.3f})", flush=True)
+            for index, recognizer in enumerate(recognizers):
+                started = time.perf_counter()
+                texts[index].append(recognizer.transcribe_many([(clip, None, languages)])[0].text)
+                times[index].append(time.perf_counter() - started)
+    references = [t for _, t in SENTENCES] * args.rounds
+    english = [i for i, (language, _) in enumerate(SENTENCES * args.rounds) if language == "en"]
+    for (window, threads), took, heard in zip(specs, times, texts, strict=True):
+        wer = corpus_word_error_rate(references, heard)
+        wer_en = corpus_word_error_rate([references[i] for i in english], [heard[i] for i in english])
+        print(f"window {window:>4.0f} s, cpu_threads {threads or 'default'}: p50 {np.percentile(took, 50) * 1000:6.0f} ms, "
+              f"p95 {np.percentile(took, 95) * 1000:6.0f} ms per utterance; WER {wer:.3f} (English {wer_en:.3f})", flush=True)
+    for recognizer in recognizers:
         recognizer.close()
-
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 if __name__ == "__main__":
     main()

@@ -2,7 +2,9 @@
 
 The same caller (``../shared/peers/pipecat/call_client.py``: aiortc on loopback, the WAV paced in
 real time), the same caller WAVs, the same models (faster-whisper base int8 from voicebot's
-assembled cache, Piper joe, Silero VAD); the bots run one after the other, never together.
+assembled cache, Piper joe, Silero VAD). Both bots are up at once and each row runs on one, then
+the other, the order alternating, so a shared machine's load changes hit both columns alike; a
+call never runs on both at once (``--sequential``: one bot up at a time, as the peer's script does).
 Pipecat runs in its own venv (``$PIPECAT_VENV``, default ``~/.cache/pipecat-venv``), installed
 on first use as its README says; it is never installed into voicebot's venv. Pipecat replies
 with the text voicebot's demo says to the order question, so both synthesise the same work.
@@ -18,6 +20,7 @@ on the no-pause WAV.
 
     .venv/bin/python bench/side_by_side.py --calls 10        # the lead's run, on a quiet machine
     .venv/bin/python bench/side_by_side.py --calls 2 --bots voicebot   # a quick check
+    .venv/bin/python bench/side_by_side.py --calls 5 --concurrent-calls 3   # the whole table in bounded time
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 import numpy as np
@@ -133,60 +138,85 @@ def make_wavs(work: Path, peer: Path, python: Path) -> dict[str, Path]:
     return wavs
 
 
-def run_callers(python: Path, peer: Path, work: Path, bot: str, url: str, signalling: str, wavs: dict[str, Path], calls: int) -> None:
-    env = {**os.environ, "PYTHONPATH": str(peer)}
-    client = [str(python), str(peer / "call_client.py"), "--signalling", signalling, "--url", url, "--calls", str(calls)]
-    with (work / f"{bot}_warmup.txt").open("w") as log:  # a first call loads what loads lazily; not counted
-        subprocess.run([*client[:-1], "1", "--wav", str(wavs["nopause"]), "--out", str(work / f"{bot}_warmup.jsonl"),
-                        "--record-dir", str(work / f"rec_{bot}_warmup")], check=True, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
-    for name, wav in wavs.items():
-        out = work / f"{bot}_{name}.jsonl"
-        print(f"  {bot}: {calls} call(s) with {wav.name}", flush=True)
-        with (work / f"{bot}_{name}.txt").open("w") as log:
-            subprocess.run([*client, "--wav", str(wav), "--out", str(out), "--record-dir", str(work / f"rec_{bot}_{name}")],
-                           check=True, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
-    # Two callers at once on the no-pause WAV.
-    procs = []
-    for index in range(2):
-        out = work / f"{bot}_concurrent{index}.jsonl"
-        log = (work / f"{bot}_concurrent{index}.txt").open("w")
-        procs.append((subprocess.Popen([*client, "--wav", str(wavs["nopause"]), "--out", str(out), "--gap", "0.5",
-                                        "--record-dir", str(work / f"rec_{bot}_c{index}")], stdout=log, stderr=subprocess.STDOUT,
-                                       env=env, cwd=work), log))
-    print(f"  {bot}: 2 concurrent callers x {calls} call(s) with {wavs['nopause'].name}", flush=True)
-    for process, log in procs:
+@dataclass
+class Bot:
+    """A running bot and the caller command line that reaches it."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: IO[str]
+    client: list[str]
+    env: dict[str, str]
+
+    def call(self, work: Path, label: str, wav: Path, calls: int, extra: list[str] | None = None) -> subprocess.Popen[bytes]:
+        log = (work / f"{self.name}_{label}.txt").open("w")
+        command = [*self.client, "--calls", str(calls), "--wav", str(wav), "--out", str(work / f"{self.name}_{label}.jsonl"),
+                   "--record-dir", str(work / f"rec_{self.name}_{label}"), *(extra or [])]
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=work)
+        process.wait_log = log  # type: ignore[attr-defined]
+        return process
+
+    def stop(self) -> None:
+        stop(self.process)
+        self.log.close()
+
+
+def finish(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
         process.wait()
-        log.close()
+        process.wait_log.close()  # type: ignore[attr-defined]
+        if process.returncode:
+            raise RuntimeError(f"a caller failed ({process.returncode}): see {process.wait_log.name}")  # type: ignore[attr-defined]
 
 
-def run_pipecat(peer: Path, work: Path, wavs: dict[str, Path], calls: int, whisper_model: Path) -> None:
+def start_pipecat(peer: Path, work: Path, whisper_model: Path) -> Bot:
     venv = pipecat_venv()
     port = free_port()
     env = {**os.environ, "PIPECAT_REPLY": REPLY, "WHISPER_MODEL": str(whisper_model)}
     log = (work / "pipecat.log").open("w")
-    bot = subprocess.Popen([str(venv / "bin" / "python"), str(peer / "bot_pipecat.py"), "--port", str(port),
-                            "--events", str(work / "pipecat_events.jsonl")], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
+    process = subprocess.Popen([str(venv / "bin" / "python"), str(peer / "bot_pipecat.py"), "--port", str(port),
+                                "--events", str(work / "pipecat_events.jsonl")], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
+    bot = Bot("pipecat", process, log, [str(venv / "bin" / "python"), str(peer / "call_client.py"), "--signalling", "pipecat",
+                                        "--url", f"http://127.0.0.1:{port}/api/offer"], {**os.environ, "PYTHONPATH": str(peer)})
     try:
-        wait_healthy(f"http://127.0.0.1:{port}/health", bot)
-        run_callers(venv / "bin" / "python", peer, work, "pipecat", f"http://127.0.0.1:{port}/api/offer", "pipecat", wavs, calls)
-    finally:
-        stop(bot)
-        log.close()
+        wait_healthy(f"http://127.0.0.1:{port}/health", process)
+    except BaseException:
+        bot.stop()
+        raise
+    return bot
 
 
-def run_voicebot(peer: Path, work: Path, wavs: dict[str, Path], calls: int, client_python: Path) -> None:
+def start_voicebot(peer: Path, work: Path, client_python: Path) -> Bot:
     port = free_port()
     env = {**os.environ, "VOICEBOT_SERVER__CHANNELS": '["websocket","webrtc"]', "VOICEBOT_CHANNELS__WEBRTC__ICE_LOOPBACK_ONLY": "true",
            "HF_HUB_OFFLINE": "1"}
     log = (work / "voicebot.log").open("w")
-    bot = subprocess.Popen([sys.executable, "-m", "voicebot", "serve", "--port", str(port), "--data-dir", str(work / "voicebot-data")],
-                           stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    process = subprocess.Popen([sys.executable, "-m", "voicebot", "serve", "--port", str(port), "--data-dir", str(work / "voicebot-data")],
+                               stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    bot = Bot("voicebot", process, log, [str(client_python), str(peer / "call_client.py"), "--signalling", "voicebot_signal:signal",
+                                         "--url", f"http://127.0.0.1:{port}/webrtc/offer"], {**os.environ, "PYTHONPATH": str(peer)})
     try:
-        wait_healthy(f"http://127.0.0.1:{port}/health", bot)
-        run_callers(client_python, peer, work, "voicebot", f"http://127.0.0.1:{port}/webrtc/offer", "voicebot_signal:signal", wavs, calls)
-    finally:
-        stop(bot)
-        log.close()
+        wait_healthy(f"http://127.0.0.1:{port}/health", process)
+    except BaseException:
+        bot.stop()
+        raise
+    return bot
+
+
+def run_rows(bots: list[Bot], work: Path, wavs: dict[str, Path], calls: int, concurrent_calls: int) -> None:
+    """Each row on each bot in turn, the order alternating row by row, so a load change on a
+    shared machine hits both columns alike; then the 2-concurrent-calls row the same way."""
+    for bot in bots:  # a first call loads what loads lazily; not counted
+        finish([bot.call(work, "warmup", wavs["nopause"], 1)])
+    for index, (name, wav) in enumerate(wavs.items()):
+        for bot in bots if index % 2 == 0 else bots[::-1]:
+            print(f"  {bot.name}: {calls} call(s) with {wav.name}", flush=True)
+            finish([bot.call(work, name, wav, calls)])
+    if not concurrent_calls:
+        return
+    for bot in bots if len(wavs) % 2 == 0 else bots[::-1]:
+        print(f"  {bot.name}: 2 concurrent callers x {concurrent_calls} call(s) with {wavs['nopause'].name}", flush=True)
+        finish([bot.call(work, f"concurrent{index}", wavs["nopause"], concurrent_calls, ["--gap", "0.5"]) for index in range(2)])
 
 
 def summary(work: Path, bot: str, names: list[str]) -> dict[str, float | list[int]] | None:
@@ -241,6 +271,13 @@ def table(work: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=10, help="calls per WAV and bot (and per caller in the 2-calls row)")
+    parser.add_argument("--concurrent-calls", type=int, default=None,
+                        help="calls per caller in the 2-concurrent-calls row (default: --calls; 0 skips the row)")
+    parser.add_argument("--rows", default=",".join(name for name, _ in ROWS),
+                        help=f"which WAV rows to run, comma-separated: {', '.join(name for name, _ in ROWS)} (nopause always runs: "
+                        "the ratios need it)")
+    parser.add_argument("--sequential", action="store_true", help="run one bot at a time (default: both up, rows interleaved; "
+                        "an idle bot costs next to nothing, and a load change then hits both columns alike)")
     parser.add_argument("--bots", default="pipecat,voicebot", help="which bots to run: pipecat, voicebot or both")
     parser.add_argument("--peer", default=None, help=f"the Pipecat peer folder (default {PEER})")
     parser.add_argument("--work", default=None, help="folder for WAVs, per-call lines and logs (default: a new temporary one)")
@@ -256,14 +293,31 @@ def main() -> None:
 
     whisper_model = resolve_whisper("base")  # the same CTranslate2 Whisper base both bots load
     client_python = pipecat_venv() / "bin" / "python"  # the caller needs aiohttp, which the Pipecat venv has
-    wavs = make_wavs(work, peer, client_python)
-    if "pipecat" in bots:
-        print("Pipecat 1.14:", flush=True)
-        run_pipecat(peer, work, wavs, args.calls, whisper_model)
-    if "voicebot" in bots:
-        print("voicebot:", flush=True)
-        run_voicebot(peer, work, wavs, args.calls, client_python)
-    print(f"\n{args.calls} calls per WAV and bot, load average at the end {os.getloadavg()[0]:.1f}\n")
+    rows = {"nopause", *args.rows.split(",")}
+    unknown = rows - {name for name, _ in ROWS}
+    if unknown:
+        raise SystemExit(f"unknown rows {sorted(unknown)}: choose from {', '.join(name for name, _ in ROWS)}")
+    concurrent_calls = args.calls if args.concurrent_calls is None else args.concurrent_calls
+    wavs = {name: path for name, path in make_wavs(work, peer, client_python).items() if name in rows}
+    starters = {"pipecat": lambda: start_pipecat(peer, work, whisper_model), "voicebot": lambda: start_voicebot(peer, work, client_python)}
+    if args.sequential:  # one bot up at a time, all its rows, then the other
+        for name in bots:
+            bot = starters[name]()
+            try:
+                run_rows([bot], work, wavs, args.calls, concurrent_calls)
+            finally:
+                bot.stop()
+    else:
+        running: list[Bot] = []
+        try:
+            for name in bots:
+                running.append(starters[name]())
+            run_rows(running, work, wavs, args.calls, concurrent_calls)
+        finally:
+            for bot in running:
+                bot.stop()
+    print(f"\n{args.calls} calls per WAV and bot, {concurrent_calls} per caller in the 2-calls row; "
+          f"load average at the start {load:.1f}, at the end {os.getloadavg()[0]:.1f}\n")
     print(table(work))
     print(f"\nper-call lines, recordings and the bots' logs: {work}")
 

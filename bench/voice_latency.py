@@ -23,6 +23,7 @@ turn. Question sets: ``plain`` (short questions), ``pauses`` (0.3 s and 0.5 s pa
 longer questions with commas): a turn that gets more than one reply is counted. Figures only.
 
     python bench/voice_latency.py --calls 1,2 --questions 5 --set plain,pauses
+    python bench/voice_latency.py --set plain --variant baseline: --variant w15:VOICEBOT_ASR__ENCODER_WINDOW_S=15
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ SETS: dict[str, list[Question]] = {
         ["I ordered a blue jacket last week,", 0.3, "and it still has not arrived,", 0.3, "can you check where it is?"],
         ["Hello,", 0.4, "I would like to know,", 0.5, "what payment methods do you accept?"],
         ["My order number is", 0.5, "5 4 3 2 1,", 0.3, "where is it?"],
+        ["Where is my order?", 0.3, "The number is 5 4 3 2 1."],  # a complete question, then more: one reply to both
+    ],
+    "sentences": [  # complete questions followed by more after a 0.3 s pause (the complete-question silence against it)
+        ["Where is my order?", 0.3, "The number is 5 4 3 2 1."],
+        ["Can you help me?", 0.3, "My parcel never came."],
     ],
 }
 
@@ -132,26 +138,36 @@ def turn_figures(ended: float, latency: float | None, heard_at: float | None, me
     return figures
 
 
-async def one_call(url: str, speech: list[tuple[str, np.ndarray]], results: list[dict[str, Any]], settle_s: float) -> None:
+async def ask(caller: Caller, label: str, audio: np.ndarray, settle_s: float) -> dict[str, Any]:
+    """Say one question on an open call; its figures once the answer (and any second one) is over."""
+    events = caller.recording.events
+    before = {kind: len([e for e in events if e["type"] == kind]) for kind in ("bot_message", "turn_latency", "user_transcript")}
+    ended = await caller.say(audio)
+    message = (await caller.wait_for("bot_message", count=before["bot_message"] + 1, timeout=120))[before["bot_message"]]
+    await caller.wait_quiet(120)
+    await asyncio.sleep(settle_s)  # a second reply, had a pause cut the turn, would come by now
+    await caller.wait_quiet(120)
+    latency = caller.latency_after(ended)
+    heard_at = ended + latency if latency is not None else None
+    latencies = [e for e in events if e["type"] == "turn_latency" and e.get("turn_id") == message["turn_id"]]
+    replies = len([e for e in events if e["type"] == "bot_message"]) - before["bot_message"]
+    figures = turn_figures(ended, latency, heard_at, message, latencies[0] if latencies else None, replies)
+    heard = [e["text"] for e in events if e["type"] == "user_transcript"][before["user_transcript"]:]
+    return {"question": label, "heard": heard, "reply": message["text"], **figures}
+
+
+async def open_call(url: str) -> Caller:
     caller = Caller(url, "en", loopback_only=True)
     await caller.connect()
-    events = caller.recording.events
+    await caller.wait_for("session", timeout=30)
+    return caller
+
+
+async def one_call(url: str, speech: list[tuple[str, np.ndarray]], results: list[dict[str, Any]], settle_s: float) -> None:
+    caller = await open_call(url)
     try:
-        await caller.wait_for("session", timeout=30)
         for label, audio in speech:
-            before = {kind: len([e for e in events if e["type"] == kind]) for kind in ("bot_message", "turn_latency", "user_transcript")}
-            ended = await caller.say(audio)
-            message = (await caller.wait_for("bot_message", count=before["bot_message"] + 1, timeout=120))[before["bot_message"]]
-            await caller.wait_quiet(120)
-            await asyncio.sleep(settle_s)  # a second reply, had a pause cut the turn, would come by now
-            await caller.wait_quiet(120)
-            latency = caller.latency_after(ended)
-            heard_at = ended + latency if latency is not None else None
-            latencies = [e for e in events if e["type"] == "turn_latency" and e.get("turn_id") == message["turn_id"]]
-            replies = len([e for e in events if e["type"] == "bot_message"]) - before["bot_message"]
-            figures = turn_figures(ended, latency, heard_at, message, latencies[0] if latencies else None, replies)
-            heard = [e["text"] for e in events if e["type"] == "user_transcript"][before["user_transcript"]:]
-            results.append({"question": label, "heard": heard, "reply": message["text"], **figures})
+            results.append(await ask(caller, label, audio, settle_s))
     finally:
         await caller.hang_up()
 
@@ -189,8 +205,66 @@ def percentiles(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
+def print_level(title: str, results: list[dict[str, Any]], verbose: bool) -> dict[str, Any]:
+    figures = percentiles(results)
+    extra_replies = sum(int(r["replies"]) - 1 for r in results)
+    v2v = figures["voice_to_voice_ms"]
+    print(f"{title}, {len(results)} turns: voice-to-voice p50 {v2v['p50']} ms, p95 {v2v['p95']} ms; "
+          f"turns answered more than once: {extra_replies}", flush=True)
+    for key, value in figures.items():
+        if key != "voice_to_voice_ms":
+            print(f"    {key:<32} p50 {value['p50']:>8} p95 {value['p95']:>8}")
+    if verbose:
+        for r in results:
+            print(f"      {r['voice_to_voice_ms']:7.0f} ms  {r['question']!r} -> heard {r['heard']}")
+    return {"turns": len(results), "turns_with_more_than_one_reply": extra_replies, **figures}
+
+
+def parse_variants(specs: list[str]) -> dict[str, dict[str, str]]:
+    """'name:ENV=value;ENV=value' -> {name: {ENV: value}}; 'baseline' (no settings) is the server as configured."""
+    variants: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        name, _, settings = spec.partition(":")
+        variants[name] = dict(item.split("=", 1) for item in settings.split(";") if item)
+    return variants
+
+
+async def compare(args: argparse.Namespace, speech: list[tuple[str, np.ndarray]]) -> dict[str, object]:
+    """One server per variant, all up at once (an idle one costs nothing), each question asked of
+    every variant in turn, the order alternating: a load change on a shared machine hits all alike."""
+    variants = parse_variants(args.variant)
+    servers = {name: start_server(Path(tempfile.mkdtemp()), env) for name, env in variants.items()}
+    report: dict[str, object] = {"load_average_before": os.getloadavg(), "variants": {}}
+    callers: dict[str, Caller] = {}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    try:
+        for name, (_, url) in servers.items():
+            await one_call(url, speech[:1], [], 0.0)  # warm-up
+            callers[name] = await open_call(url)
+        names = list(variants)
+        for round_index in range(args.rounds):
+            for index, (label, audio) in enumerate(speech):
+                order = names if (round_index * len(speech) + index) % 2 == 0 else names[::-1]
+                for name in order:
+                    results[name].append(await ask(callers[name], label, audio, args.settle))
+        for name in names:
+            report["variants"][name] = {"settings": variants[name], **print_level(f"variant {name} {variants[name]}", results[name], args.verbose)}  # type: ignore[index]
+    finally:
+        for caller in callers.values():
+            await caller.hang_up()
+        for process, _ in servers.values():
+            process.send_signal(signal.SIGTERM)
+        for process, _ in servers.values():
+            process.wait(timeout=30)
+    report["load_average_after"] = os.getloadavg()
+    print(f"load average at the end {os.getloadavg()[0]:.1f}", flush=True)
+    return report
+
+
 async def main(args: argparse.Namespace) -> dict[str, object]:
     speech = await synthesise(args.set.split(","), args.questions)
+    if args.variant:
+        return await compare(args, speech)
     data_dir = Path(tempfile.mkdtemp())
     process, url = start_server(data_dir)
     report: dict[str, object] = {"load_average_before": os.getloadavg(), "levels": {}}
@@ -199,24 +273,13 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         for calls in [int(n) for n in args.calls.split(",")]:
             results: list[dict[str, Any]] = []
             await asyncio.gather(*(one_call(url, speech, results, args.settle) for _ in range(calls)))
-            figures = percentiles(results)
-            extra_replies = sum(int(r["replies"]) - 1 for r in results)
-            report["levels"][calls] = {"turns": len(results), "turns_with_more_than_one_reply": extra_replies, **figures}  # type: ignore[index]
-            v2v = figures["voice_to_voice_ms"]
-            print(f"{calls} concurrent call(s), {len(results)} turns: voice-to-voice p50 {v2v['p50']} ms, p95 {v2v['p95']} ms; "
-                  f"turns answered more than once: {extra_replies}", flush=True)
-            for key, value in figures.items():
-                if key != "voice_to_voice_ms":
-                    print(f"    {key:<32} p50 {value['p50']:>8} p95 {value['p95']:>8}")
-            if args.verbose:
-                for r in results:
-                    print(f"      {r['voice_to_voice_ms']:7.0f} ms  {r['question']!r} -> heard {r['heard']}")
+            report["levels"][calls] = print_level(f"{calls} concurrent call(s)", results, args.verbose)  # type: ignore[index]
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
     report["load_average_after"] = os.getloadavg()
+    print(f"load average at the end {os.getloadavg()[0]:.1f}", flush=True)
     return report
-
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -225,6 +288,9 @@ if __name__ == "__main__":
     parser.add_argument("--set", default="plain,pauses", help=f"question sets, comma-separated: {', '.join(SETS)}")
     parser.add_argument("--settle", type=float, default=1.5, help="seconds of quiet after each answer (a second reply would show)")
     parser.add_argument("--verbose", action="store_true", help="one line per turn")
+    parser.add_argument("--variant", action="append", default=[], help="compare server variants instead of concurrency levels, "
+                        "interleaved question by question: 'name:ENV=value;ENV=value' (repeat; 'baseline:' for the defaults)")
+    parser.add_argument("--rounds", type=int, default=1, help="passes over the questions per variant (with --variant)")
     arguments = parser.parse_args()
     print(f"voice latency benchmark on {os.cpu_count()} CPU cores (caller, server and models share them), "
           f"load average {os.getloadavg()[0]:.1f}; figures only", flush=True)

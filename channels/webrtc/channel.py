@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 from voicebot.access.limits import CallSlot
 from voicebot.access.tokens import SessionClaims
 from voicebot.channels.base import Channel, Goodbye, HandoffTransfer
+from voicebot.channels.webrtc.jitter import set_inbound_audio_prefetch
 from voicebot.channels.webrtc.track import BotAudioTrack, CallerAudio
 from voicebot.channels.webrtc.wire import render
 from voicebot.core.errors import Refusal
@@ -97,6 +98,9 @@ class WebRTCOptions(BaseModel):
     ice_loopback_only: bool = Field(False, description="offer only 127.0.0.1 (tests, callers on the same machine)")
     connect_timeout_s: float = Field(30.0, gt=0, description="an answered offer whose peer has not connected by then is ended "
                                      "(frees its call and session)")
+    inbound_jitter_prefetch: int = Field(1, ge=0, le=15, description="20 ms frames the caller's audio waits in the jitter "
+                                         "buffer before recognition sees it (aiortc's playout default is 4; the server "
+                                         "plays nothing, so 1: channels/webrtc/jitter.py)")
 
 
 class WebRTCChannel(Channel):
@@ -164,6 +168,7 @@ class WebRTCChannel(Channel):
             await close_peer(pc)
             slot.release()
             return JSONResponse({"error": "invalid_sdp", "message": "the offer has no audio"}, status_code=400)
+        set_inbound_audio_prefetch(pc, self.options.inbound_jitter_prefetch)
         try:
             handle = await self.open_session(claims, resume_token=body.token, language=body.language,
                                              client=request.client.host if request.client else None)

@@ -26,11 +26,13 @@ longest utterance plus one second of padding, at least ``encoder_window_s``: abo
 encoder work for a short question. A window cut this short can make the decoder loop or wander
 (whisper.cpp's users report it; measured here on windows cut to the audio's exact length), so
 the rows whose text fails Whisper's tests, or whose detected language leaves the call's, are
-recognised again on the full 30 s window before any beam search. ``encoder_window_s = 30`` (the
-default) keeps Whisper's own window: measured with bench/asr_window.py on a quiet machine, 10 s
-cut recognition from p50 568 to 219 ms but raised the word error rate from 0.102 to 0.119
-(English 0.051 to 0.071), enough to turn "refund policy" into "return policy" in a voice test,
-so it is an opt-in trade of accuracy for speed, not the default.
+recognised again on the full 30 s window before any beam search. The default is 15 s: measured
+with bench/asr_window.py (variants interleaved, 17 utterances in three languages, a shared machine
+at load 5-7) it cut recognition p50 865 -> 282 ms and 1956 -> 571 ms with the word error rate
+unchanged in both runs (0.127 and 0.102, each the same as 30 s), and voice_latency.py (10 turns
+each, interleaved, load 8-11) voice-to-voice p50 2100 -> 1149 ms. 10 s had cost accuracy in an
+earlier run (WER 0.102 -> 0.119, "refund policy" misheard in a voice test); 30 (or None) keeps
+Whisper's own window.
 
 Language codes: callers speak the project's codes (``zh``, ``zh-tw``, ``en``...); Whisper knows only
 ``zh`` for Chinese, so ``zh-tw``/``zh-hk``/``zh-hant``/``zh-cn``/``cmn`` are sent to Whisper as
@@ -117,7 +119,7 @@ class FasterWhisperRecognizer(BatchedWhisper):
         max_wait_s: float = Field(0.01, ge=0)
         cpu_threads: int = Field(0, ge=0)
         cache_dir: str | None = None
-        encoder_window_s: float | None = Field(30.0, gt=0, le=30, description="shortest encoder window (s) for short "
+        encoder_window_s: float | None = Field(15.0, gt=0, le=30, description="shortest encoder window (s) for short "
                                                "utterances; None or 30: always Whisper's 30 s window")
 
     def __init__(
@@ -131,7 +133,7 @@ class FasterWhisperRecognizer(BatchedWhisper):
         max_wait_s: float = 0.01,
         cpu_threads: int = 0,
         cache_dir: str | None = None,
-        encoder_window_s: float | None = 30.0,
+        encoder_window_s: float | None = 15.0,
     ) -> None:
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import _LANGUAGE_CODES

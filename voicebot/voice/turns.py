@@ -33,8 +33,10 @@ class TurnTakingOptions(BaseModel):
     end_of_turn_silence_ms: int = Field(800, ge=100, description="silence that ends the caller's turn when its words do not say "
                                         "more: longer than a pause mid-sentence (0.5 s of silence inserted between words measures "
                                         "~0.7 s, with the voice's own trailing and leading silence)")
-    complete_turn_silence_ms: int = Field(416, ge=100, description="silence that ends a turn whose words so far are a complete "
-                                          "question (the speculative transcript); 0.3 s comma pauses stay shorter")
+    complete_turn_silence_ms: int = Field(608, ge=100, description="silence that ends a turn whose words so far are a complete "
+                                          "question (the speculative transcript); longer than a 0.3 s pause before the caller's next "
+                                          "sentence ('Can you help me? [0.3 s] My parcel never came.': 416 ms answered 3 of 6 such "
+                                          "turns twice, 608 none; bench/voice_latency.py --set sentences)")
     incomplete_turn_silence_ms: int = Field(1200, ge=100, description="silence needed when the words so far cannot end a turn: "
                                             "a number being read out ('my number is 1 2 3'), a trailing 'and', 'the', 'um'")
     speculative_after_ms: int = Field(96, ge=0, description="silence after which recognition starts early, in case the turn is "
