@@ -9,8 +9,6 @@ served by the other worker gets the documented refusal (conversation_in_use)."""
 from __future__ import annotations
 
 import asyncio
-import json
-import secrets
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography.fernet import Fernet
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.chat_turns import turn
 from tests.conftest import ADMIN_HEADERS, ChatClient, ServerProcess, fresh_data_dir, session_token
+from tests.deployment_env import shared_deployment_env
 from tests.pg_server import PostgresServer, database_of
 from tests.redis_server import RedisServer
 
@@ -41,11 +39,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, trained_models: Path, post
     database = postgres_server.create_database()
     redis_server = RedisServer(folder / "redis").start()
     env = {
-        "VOICEBOT_STORAGE__BACKEND": "postgres", "VOICEBOT_STORAGE__URL": database,
-        "VOICEBOT_COORDINATION__REDIS_URL": redis_server.url,
-        # What every worker of a deployment must share (docs/deploy.md): the token secret and the keys.
-        "VOICEBOT_AUTH__SECRET": secrets.token_urlsafe(40),
-        "VOICEBOT_PRIVACY__ENCRYPTION_KEYS": json.dumps([Fernet.generate_key().decode()]),
+        **shared_deployment_env(database, redis_server.url),
         # A burst of 6, then one message every 20 s: the rate test spends it on A and B together.
         "VOICEBOT_LIMITS__MESSAGE_BURST": "6", "VOICEBOT_LIMITS__MESSAGES_PER_SECOND": "0.05",
     }

@@ -11,8 +11,6 @@ the hang-up it is resumed on A with every turn of the call."""
 from __future__ import annotations
 
 import asyncio
-import json
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +19,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from cryptography.fernet import Fernet
 from websockets.asyncio.client import connect
 
 from tests.conftest import ADMIN_HEADERS, ChatClient, ServerProcess, fresh_data_dir, session_token
+from tests.deployment_env import shared_deployment_env
 from tests.pg_server import PostgresServer, database_of
 from tests.redis_server import RedisServer
 from tests.test_scale_out import resume_when_free
@@ -47,10 +45,7 @@ def workers(tmp_path_factory: pytest.TempPathFactory, trained_models: Path, post
     database = postgres_server.create_database()
     redis_server = RedisServer(folder / "redis").start()
     env = {
-        "VOICEBOT_STORAGE__BACKEND": "postgres", "VOICEBOT_STORAGE__URL": database,
-        "VOICEBOT_COORDINATION__REDIS_URL": redis_server.url,
-        "VOICEBOT_AUTH__SECRET": secrets.token_urlsafe(40),
-        "VOICEBOT_PRIVACY__ENCRYPTION_KEYS": json.dumps([Fernet.generate_key().decode()]),
+        **shared_deployment_env(database, redis_server.url),
         **VOICE_ENV,
     }
     a = ServerProcess(fresh_data_dir(folder / "a", trained_models), extra_env=env)

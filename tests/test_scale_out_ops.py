@@ -5,9 +5,7 @@ every worker (a plain ``voicebot serve`` and a ``serve --workers 2`` supervisor 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,10 +14,10 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from cryptography.fernet import Fernet
 
 from tests.chat_turns import turn
 from tests.conftest import ADMIN_HEADERS, ChatClient, ServerProcess, fresh_data_dir
+from tests.deployment_env import shared_deployment_env
 from tests.pg_server import PostgresServer, database_of
 from tests.redis_server import RedisServer
 
@@ -39,10 +37,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, trained_models: Path, p
     database = postgres_server.create_database()
     redis_server = RedisServer(folder / "redis").start()
     env = {
-        "VOICEBOT_STORAGE__BACKEND": "postgres", "VOICEBOT_STORAGE__URL": database,
-        "VOICEBOT_COORDINATION__REDIS_URL": redis_server.url,
-        "VOICEBOT_AUTH__SECRET": secrets.token_urlsafe(40),
-        "VOICEBOT_PRIVACY__ENCRYPTION_KEYS": json.dumps([Fernet.generate_key().decode()]),
+        **shared_deployment_env(database, redis_server.url),
         "VOICEBOT_PRIVACY__RETENTION_DAYS": str(RETENTION_S / 86400),
     }
     a = ServerProcess(fresh_data_dir(folder / "a", trained_models), extra_env=env)
