@@ -113,17 +113,23 @@ async def open_conversation(runtime: BotRuntime, services: VoiceServices | None 
     return Conversation(services or runtime.voice, handle)
 
 
-@pytest.mark.asyncio(loop_scope="module")
-@pytest.mark.parametrize("pause_s", [0.3, 0.5])
-async def test_a_pause_mid_sentence_gets_one_reply_to_the_whole_sentence(runtime: BotRuntime, budget: ComputeBudget,
-                                                                          tmp_path: Path, pause_s: float) -> None:
-    audio = await caller_wav(runtime, ["Hi,", pause_s, "where is my order number 12345?"], tmp_path)
+async def one_turn(runtime: BotRuntime, budget: ComputeBudget, audio: np.ndarray) -> Conversation:
+    """A call that says ``audio`` once, waits for the bot's answer and hangs up: its events."""
     conversation = await open_conversation(runtime)
     try:
         await conversation.say(audio)
         await conversation.answered(1, budget)
     finally:
         await conversation.call.close()
+    return conversation
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("pause_s", [0.3, 0.5])
+async def test_a_pause_mid_sentence_gets_one_reply_to_the_whole_sentence(runtime: BotRuntime, budget: ComputeBudget,
+                                                                          tmp_path: Path, pause_s: float) -> None:
+    audio = await caller_wav(runtime, ["Hi,", pause_s, "where is my order number 12345?"], tmp_path)
+    conversation = await one_turn(runtime, budget, audio)
     transcripts, replies = conversation.of(UserTranscript), conversation.of(BotMessage)
     assert len(transcripts) == 1 and len(replies) == 1, [e.text for e in transcripts]
     assert "12345" in digits(transcripts[0].text), transcripts[0].text
@@ -139,12 +145,7 @@ async def test_a_complete_question_then_more_after_a_short_pause_gets_one_reply(
     """A complete question ends its turn sooner, but not inside a 0.3 s pause before the caller's
     next sentence (measured with 416 ms: 3 of 6 such turns answered twice, bench/voice_latency.py --set sentences)."""
     audio = await caller_wav(runtime, ["Can you help me?", 0.3, "My parcel never came."], tmp_path)
-    conversation = await open_conversation(runtime)
-    try:
-        await conversation.say(audio)
-        await conversation.answered(1, budget)
-    finally:
-        await conversation.call.close()
+    conversation = await one_turn(runtime, budget, audio)
     transcripts = conversation.of(UserTranscript)
     assert len(transcripts) == 1 and len(conversation.of(BotMessage)) == 1, [e.text for e in transcripts]
     assert "parcel" in transcripts[0].text.lower(), transcripts[0].text
@@ -155,12 +156,7 @@ async def test_a_number_read_out_with_pauses_is_not_cut(runtime: BotRuntime, bud
     """0.6 s pauses between the digit groups measure ~0.85 s of silence: longer than a statement's
     end of turn. The words so far ("my order number is 54") say the caller is not done."""
     audio = await caller_wav(runtime, ["Where is my order? My order number is 5 4,", 0.6, "3 2,", 0.6, "1."], tmp_path)
-    conversation = await open_conversation(runtime)
-    try:
-        await conversation.say(audio)
-        await conversation.answered(1, budget)
-    finally:
-        await conversation.call.close()
+    conversation = await one_turn(runtime, budget, audio)
     transcripts = conversation.of(UserTranscript)
     assert len(transcripts) == 1 and len(conversation.of(BotMessage)) == 1, [e.text for e in transcripts]
     assert "54321" in digits(transcripts[0].text), transcripts[0].text
@@ -170,12 +166,7 @@ async def test_a_number_read_out_with_pauses_is_not_cut(runtime: BotRuntime, bud
 async def test_a_complete_question_ends_on_the_short_silence_and_reports_its_latency(runtime: BotRuntime, budget: ComputeBudget,
                                                                                    tmp_path: Path) -> None:
     audio = await caller_wav(runtime, ["What is your return policy?"], tmp_path)
-    conversation = await open_conversation(runtime)
-    try:
-        await conversation.say(audio)
-        await conversation.answered(1, budget)
-    finally:
-        await conversation.call.close()
+    conversation = await one_turn(runtime, budget, audio)
     reply = conversation.of(BotMessage)[0]
     assert reply.trace["knowledge"]["used"] == "return_policy"
     assert runtime.voice is not None
