@@ -21,9 +21,8 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.chat_turns import turn
 from tests.conftest import ADMIN_HEADERS, ChatClient, ServerProcess, fresh_data_dir, session_token
-from tests.deployment_env import shared_deployment_env
-from tests.pg_server import PostgresServer, database_of
-from tests.redis_server import RedisServer
+from tests.deployment_env import deployment_services
+from tests.pg_server import PostgresServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -36,24 +35,21 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, trained_models: Path, postgres_server: PostgresServer) -> Iterator[Cluster]:
     folder = tmp_path_factory.mktemp("scale-out")
-    database = postgres_server.create_database()
-    redis_server = RedisServer(folder / "redis").start()
-    env = {
-        **shared_deployment_env(database, redis_server.url),
-        # A burst of 6, then one message every 20 s: the rate test spends it on A and B together.
-        "VOICEBOT_LIMITS__MESSAGE_BURST": "6", "VOICEBOT_LIMITS__MESSAGES_PER_SECOND": "0.05",
-    }
-    a = ServerProcess(fresh_data_dir(folder / "a", trained_models), extra_env=env)
-    b = ServerProcess(fresh_data_dir(folder / "b", trained_models), extra_env=env)
-    try:
-        a.start()
-        b.start()
-        yield Cluster(a, b)
-    finally:
-        a.stop()
-        b.stop()
-        redis_server.stop()
-        postgres_server.drop_database(database_of(database))
+    with deployment_services(postgres_server, folder) as shared:
+        env = {
+            **shared,
+            # A burst of 6, then one message every 20 s: the rate test spends it on A and B together.
+            "VOICEBOT_LIMITS__MESSAGE_BURST": "6", "VOICEBOT_LIMITS__MESSAGES_PER_SECOND": "0.05",
+        }
+        a = ServerProcess(fresh_data_dir(folder / "a", trained_models), extra_env=env)
+        b = ServerProcess(fresh_data_dir(folder / "b", trained_models), extra_env=env)
+        try:
+            a.start()
+            b.start()
+            yield Cluster(a, b)
+        finally:
+            a.stop()
+            b.stop()
 
 
 

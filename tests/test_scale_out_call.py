@@ -22,9 +22,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.conftest import ADMIN_HEADERS, ChatClient, ServerProcess, fresh_data_dir, session_token
-from tests.deployment_env import shared_deployment_env
-from tests.pg_server import PostgresServer, database_of
-from tests.redis_server import RedisServer
+from tests.deployment_env import deployment_services
+from tests.pg_server import PostgresServer
 from tests.test_scale_out import resume_when_free
 from tests.test_voice import VOICE_ENV, pause, speak, until_quiet
 from tests.voice_budget import ComputeBudget
@@ -42,23 +41,20 @@ class Workers:
 def workers(tmp_path_factory: pytest.TempPathFactory, trained_models: Path, postgres_server: PostgresServer,
             budget: ComputeBudget) -> Iterator[Workers]:
     folder = tmp_path_factory.mktemp("scale-out-call")
-    database = postgres_server.create_database()
-    redis_server = RedisServer(folder / "redis").start()
-    env = {
-        **shared_deployment_env(database, redis_server.url),
-        **VOICE_ENV,
-    }
-    a = ServerProcess(fresh_data_dir(folder / "a", trained_models), extra_env=env)
-    b = ServerProcess(fresh_data_dir(folder / "b", trained_models), extra_env=env)
-    try:
-        a.start(timeout=budget.startup())
-        b.start(timeout=budget.startup())
-        yield Workers(a, b)
-    finally:
-        a.stop()
-        b.stop()
-        redis_server.stop()
-        postgres_server.drop_database(database_of(database))
+    with deployment_services(postgres_server, folder) as shared:
+        env = {
+            **shared,
+            **VOICE_ENV,
+        }
+        a = ServerProcess(fresh_data_dir(folder / "a", trained_models), extra_env=env)
+        b = ServerProcess(fresh_data_dir(folder / "b", trained_models), extra_env=env)
+        try:
+            a.start(timeout=budget.startup())
+            b.start(timeout=budget.startup())
+            yield Workers(a, b)
+        finally:
+            a.stop()
+            b.stop()
 
 
 class CallerViaTwoWorkers(Caller):

@@ -17,9 +17,8 @@ import pytest
 
 from tests.chat_turns import turn
 from tests.conftest import ADMIN_HEADERS, ChatClient, ServerProcess, fresh_data_dir
-from tests.deployment_env import shared_deployment_env
-from tests.pg_server import PostgresServer, database_of
-from tests.redis_server import RedisServer
+from tests.deployment_env import deployment_services
+from tests.pg_server import PostgresServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -34,25 +33,22 @@ class Deployment:
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory, trained_models: Path, postgres_server: PostgresServer) -> Iterator[Deployment]:
     folder = tmp_path_factory.mktemp("scale-out-ops")
-    database = postgres_server.create_database()
-    redis_server = RedisServer(folder / "redis").start()
-    env = {
-        **shared_deployment_env(database, redis_server.url),
-        "VOICEBOT_PRIVACY__RETENTION_DAYS": str(RETENTION_S / 86400),
-    }
-    a = ServerProcess(fresh_data_dir(folder / "a", trained_models), extra_env=env)
-    b = ServerProcess(fresh_data_dir(folder / "b", trained_models), extra_env=env)
-    pool = ServerProcess(fresh_data_dir(folder / "pool", trained_models), extra_env=env, extra_args=["--workers", "2"])
-    try:
-        a.start()
-        b.start()
-        pool.start(timeout=300)
-        yield Deployment(env, a, b, pool)
-    finally:
-        for server in (a, b, pool):
-            server.stop()
-        redis_server.stop()
-        postgres_server.drop_database(database_of(database))
+    with deployment_services(postgres_server, folder) as shared:
+        env = {
+            **shared,
+            "VOICEBOT_PRIVACY__RETENTION_DAYS": str(RETENTION_S / 86400),
+        }
+        a = ServerProcess(fresh_data_dir(folder / "a", trained_models), extra_env=env)
+        b = ServerProcess(fresh_data_dir(folder / "b", trained_models), extra_env=env)
+        pool = ServerProcess(fresh_data_dir(folder / "pool", trained_models), extra_env=env, extra_args=["--workers", "2"])
+        try:
+            a.start()
+            b.start()
+            pool.start(timeout=300)
+            yield Deployment(env, a, b, pool)
+        finally:
+            for server in (a, b, pool):
+                server.stop()
 
 
 async def active_sessions(server: ServerProcess) -> int:
