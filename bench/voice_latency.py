@@ -69,6 +69,15 @@ SETS: dict[str, list[Question]] = {
     "sentences": [  # complete questions followed by more after a 0.3 s pause (the complete-question silence against it)
         ["Where is my order?", 0.3, "The number is 5 4 3 2 1."],
         ["Can you help me?", 0.3, "My parcel never came."],
+        # a question's words before a 0.3 s pause, its end after it (Whisper may end the first part with ".")
+        ["Where is my order", 0.3, "with the number 12345?"],
+        ["How long does shipping take", 0.3, "to Germany?"],
+        ["Can you check my order", 0.3, "it is number 12345."],
+    ],
+    "ids": [  # a whole order id, then more after a pause (the id's own shorter silence against it)
+        ["My order number is 12345", 0.3, "and it still has not arrived."],
+        ["It is order 12345,", 0.5, "can you check where it is?"],
+        ["My order number is 12345,", 0.5, "and I would like to cancel it."],
     ],
 }
 
@@ -216,7 +225,8 @@ def print_level(title: str, results: list[dict[str, Any]], verbose: bool) -> dic
             print(f"    {key:<32} p50 {value['p50']:>8} p95 {value['p95']:>8}")
     if verbose:
         for r in results:
-            print(f"      {r['voice_to_voice_ms']:7.0f} ms  {r['question']!r} -> heard {r['heard']}")
+            print(f"      {r['voice_to_voice_ms']:7.0f} ms  silence {r.get('end_of_turn_silence_ms', float('nan')):4.0f} ms  "
+                  f"{r['question']!r} -> heard {r['heard']}")
     return {"turns": len(results), "turns_with_more_than_one_reply": extra_replies, **figures}
 
 

@@ -207,6 +207,18 @@ def test_which_words_can_end_a_turn() -> None:
     assert completeness("I ordered it and") is Completeness.INCOMPLETE
     assert completeness("Hi,") is Completeness.INCOMPLETE and completeness("Hi") is Completeness.INCOMPLETE
     assert completeness("I forgot my password.") is Completeness.UNKNOWN
+    # A question Whisper ended with a full stop is still a question; a statement that opens like one is not.
+    assert completeness("Hi where is my order number 12,345.") is Completeness.COMPLETE
+    assert completeness("How long does shipping take.") is Completeness.COMPLETE
+    assert completeness("I ordered a jacket. Can you check my order.") is Completeness.COMPLETE
+    assert completeness("Can you check where it is?") is Completeness.COMPLETE  # ends on "is", but asked
+    assert completeness("My order number is.") is Completeness.INCOMPLETE
+    assert completeness("Wo ist mein Paket.") is Completeness.COMPLETE and completeness("¿Dónde está mi pedido.") is Completeness.COMPLETE
+    assert completeness("Pouvez-vous m'aider.") is Completeness.COMPLETE
+    assert completeness("When I log in it fails.") is Completeness.UNKNOWN
+    assert completeness("Where I live there is no signal.") is Completeness.UNKNOWN
+    assert completeness("Cuando llegó estaba roto.") is Completeness.UNKNOWN
+    assert completeness("Where is my order? The number is 5 4 3.") is Completeness.INCOMPLETE
     assert completeness("Why?") is Completeness.UNKNOWN  # too few words to be sure
     assert completeness("") is Completeness.UNKNOWN
 

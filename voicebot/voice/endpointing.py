@@ -4,10 +4,12 @@ read out.
 The speculative transcript of a pause is ready well before the default end-of-turn silence has
 passed, and it says what the silence alone cannot: "What is your return policy?" is finished,
 "my number is 1 2 3" and "I ordered it and" are not. The decision is deliberately narrow: only a
-question (Whisper writes its question mark) of a few words, not ending in a short digit run,
-ends sooner; a statement keeps the default silence, because "I ordered a jacket last week." is
-as often the start of a longer turn as its end; a greeting alone ("Hi") waits like an
-unfinished number, since the request follows it.
+question of a few words, not ending in a short digit run, ends sooner. A question is what Whisper
+writes with its question mark, or a last sentence worded as one ("Hi where is my order number
+12,345." starts with "where is": Whisper often ends an unhurried question with a full stop, and
+that question then waited the statement's silence). A statement keeps the default silence,
+because "I ordered a jacket last week." is as often the start of a longer turn as its end; a
+greeting alone ("Hi") waits like an unfinished number, since the request follows it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,25 @@ et ou mais parce le les une mon ma est sont avec pour que
 """.split())
 _GREETINGS = frozenset("hi hello hey hallo hola bonjour ciao morning".split())
 _MIN_QUESTION_WORDS = 3
+# How a question opens, after any greeting or filler, in the languages with natural voices and the
+# demo's others. A verb first ("can you", "is it", "kann ich", "pouvez-vous") asks; so does a question
+# word, except that English "when", "where", "how", "what" also open statements ("When I log in it
+# fails."), so those count only when a verb follows soon and a subject pronoun does not come first.
+# Spanish is left to its "¿"; its unaccented "cuando", "como", "que" are conjunctions.
+_VERB_FIRST = frozenset("""
+can could would will do does did is are am was were have has may shall should
+kann können könnten ist sind haben hat gibt
+est pouvez puis avez  # the verb of "est-ce que", "pouvez-vous", "puis-je"
+""".split())
+_QUESTION_WORDS = frozenset("""
+wo was wann warum wieso wie wer welche welcher welches
+où pourquoi comment qui quel quelle quels quelles combien
+dónde qué cuándo cómo quién cuál cuánto
+""".split())
+_ENGLISH_QUESTION_WORDS = frozenset("what where when why how who which whose".split())
+_ENGLISH_VERBS = _VERB_FIRST | {"s", "re"}  # "where's", "what're"
+_SUBJECT_PRONOUNS = frozenset("i you we they he she it".split())
+_OPENING_FILLERS = frozenset("hi hello hey hallo hola bonjour ciao morning okay ok so um uh yes and also please excuse me".split())
 _MIN_DIGIT_RUN = 5  # "order number 12345" is whole; "1 2 3" (so far) is a number still being read out
 
 
@@ -61,13 +82,33 @@ def completeness(text: str) -> Completeness:
     words = re.findall(r"[^\W_]+", stripped.lower())
     if 0 < _trailing_digits(words) < _MIN_DIGIT_RUN:
         return Completeness.INCOMPLETE
-    if stripped.endswith((",", "...", "…", "-", ":")) or (words and words[-1] in _CONTINUATIONS):
+    # "Can you check where it is?" ends on "is", but its question mark says it is asked
+    trails_off = bool(words) and words[-1] in _CONTINUATIONS and not stripped.endswith("?")
+    if stripped.endswith((",", "...", "…", "-", ":")) or trails_off:
         return Completeness.INCOMPLETE
     if len(words) == 1 and words[0] in _GREETINGS:
         return Completeness.INCOMPLETE  # "Hi", then the request: a greeting alone opens a turn
     if stripped.endswith("?") and len(words) >= _MIN_QUESTION_WORDS:
         return Completeness.COMPLETE
+    if stripped.endswith(".") and _worded_as_question(stripped):
+        return Completeness.COMPLETE
     return Completeness.UNKNOWN
+
+
+def _worded_as_question(text: str) -> bool:
+    """Whether the last sentence opens as a question does, whatever punctuation Whisper gave it."""
+    last_sentence = re.split(r"(?<=[.?!])\s+", text)[-1]
+    if last_sentence.startswith("¿"):
+        return True
+    words = re.findall(r"[^\W_]+(?:-[^\W_]+)*", last_sentence.lower())
+    while words and words[0] in _OPENING_FILLERS:
+        words = words[1:]
+    if len(words) < _MIN_QUESTION_WORDS:
+        return False
+    first, following = words[0].split("-")[0], words[1:4]
+    if first in _ENGLISH_QUESTION_WORDS:
+        return following[0] not in _SUBJECT_PRONOUNS and any(word in _ENGLISH_VERBS for word in following)
+    return first in _VERB_FIRST or first in _QUESTION_WORDS
 
 
 def end_of_turn_silence_ms(text: str, options: TurnTakingOptions) -> tuple[int, Completeness]:
