@@ -5,8 +5,11 @@ audio + 1 s) instead of Whisper's fixed 30 s; rows whose text fails Whisper's te
 recognised again on 30 s. This prints, per window, the recognition time (p50 per utterance, one
 at a time, as a call's turn is) and the corpus word error rate over the same sentences (Piper in
 English, espeak-ng in German and Spanish), so a window is kept only where accuracy holds.
+``--speech-context`` runs every window twice, without and with the demo domain's
+``speech_context`` (Whisper's prompt), to show what the context does to time and accuracy.
 
     python bench/asr_window.py --windows 30,10,5
+    python bench/asr_window.py --windows 15 --speech-context
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ SENTENCES = [
     ("en", "Can I change the delivery address for my order?"), ("en", "Thank you, goodbye."),
     ("de", "Ich habe mein Passwort vergessen, können Sie mir bitte helfen?"), ("de", "Wo ist meine Bestellung?"),
     ("es", "Quiero hablar con una persona."),
+    # everyday requests outside the demo's own topics (added with the speech context, so it is not judged only on its own words)
+    ("en", "I would like to change my shipping address to Berlin."), ("en", "The app keeps crashing when I open my account."),
+    ("en", "Do you have this jacket in a larger size?"), ("en", "I was charged twice for the same purchase."),
+    ("en", "Can I speak to someone about my invoice?"), ("en", "My new phone will not turn on."), ("en", "Please cancel my subscription."),
+    ("en", "The package was left at the wrong door."), ("de", "Mein Internet funktioniert seit gestern nicht mehr."),
+    ("de", "Ich möchte meine Adresse ändern."), ("es", "¿Dónde está mi pedido?"),
 ]
 
 
@@ -40,6 +49,15 @@ async def speech(voices, language: str, text: str) -> np.ndarray:  # type: ignor
     chunks = [chunk async for chunk in voices.synthesize(text, language)]
     audio = resample(np.concatenate(chunks), voices.sample_rate(language), 16_000).astype(np.float32) / 32768.0
     return np.concatenate([np.zeros(8000, np.float32), audio, np.zeros(8000, np.float32)])  # as the endpointer cuts it
+
+
+def demo_speech_context() -> dict[str, str]:
+    from voicebot.dialogue.domain import load_domain
+    from voicebot.resources import demo_domain_dir
+
+    domain, _ = load_domain(demo_domain_dir())
+    assert domain is not None
+    return domain.spec.speech_context
 
 
 def variants(spec: str) -> list[tuple[float, int]]:
@@ -56,6 +74,7 @@ def main() -> None:
     parser.add_argument("--windows", default="30,10", help="encoder windows in seconds (30: Whisper's own), each optionally "
                         "':N' for N CTranslate2 CPU threads, e.g. 30,15,30:1")
     parser.add_argument("--rounds", type=int, default=1, help="passes over the sentences (more samples per variant)")
+    parser.add_argument("--speech-context", action="store_true", help="each window also with the demo domain's speech_context")
     args = parser.parse_args()
     from voicebot.pipelines.asr.faster_whisper_backend import FasterWhisperRecognizer
     from voicebot.pipelines.tts.router import VoiceRouter
@@ -66,8 +85,10 @@ def main() -> None:
     languages = sorted({language for language, _ in SENTENCES})
     print(f"{len(SENTENCES)} utterances x {args.rounds} round(s) on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           "variants interleaved utterance by utterance (a load change hits them alike); figures only")
-    specs = variants(args.windows)
-    recognizers = [FasterWhisperRecognizer("base", encoder_window_s=window, cpu_threads=threads) for window, threads in specs]
+    specs = [(window, threads, with_context) for window, threads in variants(args.windows)
+             for with_context in ([False, True] if args.speech_context else [False])]
+    recognizers = [FasterWhisperRecognizer("base", encoder_window_s=window, cpu_threads=threads) for window, threads, _ in specs]
+    context = demo_speech_context()
     for recognizer in recognizers:
         recognizer.transcribe_many([(audio[0], None, languages)])  # warm-up
     times: list[list[float]] = [[] for _ in specs]
@@ -76,14 +97,14 @@ def main() -> None:
         for clip in audio:
             for index, recognizer in enumerate(recognizers):
                 started = time.perf_counter()
-                texts[index].append(recognizer.transcribe_many([(clip, None, languages)])[0].text)
+                texts[index].append(asyncio.run(recognizer.transcribe(clip, None, languages, context=context if specs[index][2] else None)).text)
                 times[index].append(time.perf_counter() - started)
     references = [t for _, t in SENTENCES] * args.rounds
     english = [i for i, (language, _) in enumerate(SENTENCES * args.rounds) if language == "en"]
-    for (window, threads), took, heard in zip(specs, times, texts, strict=True):
+    for (window, threads, with_context), took, heard in zip(specs, times, texts, strict=True):
         wer = corpus_word_error_rate(references, heard)
         wer_en = corpus_word_error_rate([references[i] for i in english], [heard[i] for i in english])
-        print(f"window {window:>4.0f} s, cpu_threads {threads or 'default'}: p50 {np.percentile(took, 50) * 1000:6.0f} ms, "
+        print(f"window {window:>4.0f} s, cpu_threads {threads or 'default'}{', speech context' if with_context else ''}: p50 {np.percentile(took, 50) * 1000:6.0f} ms, "
               f"p95 {np.percentile(took, 95) * 1000:6.0f} ms per utterance; WER {wer:.3f} (English {wer_en:.3f})", flush=True)
     for recognizer in recognizers:
         recognizer.close()

@@ -222,6 +222,28 @@ async def test_concurrent_sessions_are_batched_and_each_gets_its_own_text(model_
         await recognizer.aclose()
 
 
+async def test_the_speech_context_spells_the_domains_own_names(model_cache: Path, one_recognition_s: float) -> None:
+    """A product name Whisper has never seen is heard as something else ("Culver") unless the
+    domain's speech context names it; the context of another language does not apply. The three
+    requests meet in one batch, whose prompts differ in length (decoded in groups)."""
+    said = piper("The Kelvora app will not let me log in.")
+    recognizer = FasterWhisperRecognizer("base", cache_dir=str(model_cache), max_batch=3, max_wait_s=10 * one_recognition_s)
+    named = {"en": "Customer service for Zyntrix routers and the Kelvora app."}
+    try:
+        with_context, german_context_only, without = await asyncio.gather(
+            recognizer.transcribe(said, language="en", context=named),
+            recognizer.transcribe(said, language="en", context={"de": "Kundenservice für Zyntrix Router und die Kelvora App."}),
+            recognizer.transcribe(said, language="en"),
+        )
+        stats = recognizer.batch_stats
+        assert stats is not None and (stats.batches, stats.max_batch_seen) == (1, 3), stats
+    finally:
+        await recognizer.aclose()
+    assert "kelvora" in with_context.text.lower(), with_context.text
+    assert "kelvora" not in without.text.lower() and "kelvora" not in german_context_only.text.lower(), (without.text, german_context_only.text)
+    assert_heard(with_context, "The Kelvora app will not let me log in.")
+
+
 async def test_bad_audio_fails_only_its_own_caller(base: FasterWhisperRecognizer, speech: dict[str, np.ndarray]) -> None:
     nan = np.full(SAMPLE_RATE, np.nan, dtype=np.float32)
     with pytest.raises(ValueError, match="NaN"):
@@ -434,7 +456,7 @@ def test_openai_whisper_random_checkpoint_on_cpu(tmp_path: Path) -> None:
     async def run() -> list[Transcription]:
         return list(await asyncio.gather(
             recognizer.transcribe(tone, allowed_languages=["en", "de", "zh-tw"]),
-            recognizer.transcribe(tone, language="de"),
+            recognizer.transcribe(tone, language="de", context={"de": "Anruf beim Kundenservice."}),
         ))
 
     try:

@@ -81,3 +81,15 @@ def test_identification_keys_are_checked_with_file_and_line(tmp_path: Path) -> N
     assert f"domain.yaml:{status + 1}: error: flow 'order_status' identifies with slot 'fax', which is not defined under slots" in out
     assert f"domain.yaml:{status + 1}: error: flow 'order_status' checks identity with action 'verify_owner'" in out
     assert "responses/zh.yaml" in out and "'identify_refused' is missing in zh" in out
+
+
+def test_a_speech_context_for_a_language_the_domain_lacks_is_reported(tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(demo_domain_dir(), broken)
+    domain_yaml = broken / "domain.yaml"
+    text = domain_yaml.read_text().replace("speech_context:\n", "speech_context:\n  it: \"Chiamata al servizio clienti.\"\n")
+    domain_yaml.write_text(text)
+    result = run_check(broken)
+    assert result.returncode == 1
+    line = next(i + 1 for i, row in enumerate(text.splitlines()) if row.startswith("  it:"))
+    assert f"domain.yaml:{line}: error: speech_context names 'it', which is not in languages" in result.stdout, result.stdout

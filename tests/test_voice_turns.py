@@ -174,6 +174,7 @@ async def test_a_complete_question_ends_on_the_short_silence_and_reports_its_lat
     endpointing = reply.trace["voice"]["endpointing"]
     assert endpointing["words"] == "complete" and endpointing["end_of_turn_silence_ms"] == options.complete_turn_silence_ms, endpointing
     assert reply.trace["voice"]["asr"]["speculative"] is True  # the transcript of the pause was the turn's
+    assert reply.trace["voice"]["asr"]["speech_context"] is True  # the demo domain's, for English
     latency = conversation.of(TurnLatency)
     assert len(latency) == 1 and latency[0].turn_id == reply.turn_id
     marks = latency[0].marks

@@ -258,15 +258,12 @@ class FasterWhisperRecognizer(BatchedWhisper):
             ordered = sorted(restricted.items(), key=lambda kv: -kv[1])
             probabilities[i] = dict(ordered if request.allowed else ordered[:5])
 
-        prompts = []
-        for code in languages:
-            tokenizer = self._tokenizer(code)
-            prompts.append([*tokenizer.sot_sequence, tokenizer.no_timestamps])
+        prompts = [self._prompt(code, request.context_text(code)) for code, request in zip(languages, requests, strict=True)]
         durations = [request.audio.size / SAMPLE_RATE for request in requests]
         short = [i for i, duration in enumerate(durations) if duration <= _WINDOW_S]  # longer ones: _transcribe_long
         decoded: dict[int, _Decoded] = {}
         if short:
-            decoded = dict(zip(short, self._decode(encoded, features, prompts, languages, durations, short, self.beam_size), strict=True))
+            decoded = self._decode_by_prompt_length(encoded, features, prompts, languages, durations, short, self.beam_size)
         failed = []
         if frames is not None:
             # Loops or wandering text, and a switch away from the call's language (detection on a
@@ -278,9 +275,9 @@ class FasterWhisperRecognizer(BatchedWhisper):
             # (compression ratio, mean log-probability) pick those rows out for a beam search.
             retry = [i for i, d in decoded.items() if d.needs_fallback]
             if retry:
-                for i, better in zip(retry, self._decode(encoded, features, prompts, languages, durations, retry,
-                                                         self.fallback_beam_size), strict=True):
-                    decoded[i] = min(decoded[i], better, key=_Decoded.rank)
+                better = self._decode_by_prompt_length(encoded, features, prompts, languages, durations, retry, self.fallback_beam_size)
+                for i in retry:
+                    decoded[i] = min(decoded[i], better[i], key=_Decoded.rank)
         batch_ms = (time.perf_counter() - started) * 1000
 
         results: list[Transcription | BaseException] = []
@@ -292,7 +289,7 @@ class FasterWhisperRecognizer(BatchedWhisper):
             caller_language = request.caller_language or caller_code(code, request.allowed)
             probability = probabilities[i].get(caller_language, 1.0 if request.language else 0.0)
             try:
-                text = self._transcribe_long(request.audio, code) if durations[i] > _WINDOW_S else decoded[i].text
+                text = self._transcribe_long(request.audio, code, request.context_text(code)) if durations[i] > _WINDOW_S else decoded[i].text
             except Exception as exc:  # one bad request must not fail the others
                 results.append(exc)
                 continue
@@ -306,6 +303,25 @@ class FasterWhisperRecognizer(BatchedWhisper):
                 compute_ms=(time.perf_counter() - started) * 1000 if durations[i] > _WINDOW_S else batch_ms,
             ))
         return results, failed
+
+    def _prompt(self, code: str, context: str | None) -> list[int]:
+        """The decoder's start: the speech context as previous text (faster-whisper's own cut: the
+        last 223 tokens), then the start-of-transcript sequence."""
+        tokenizer = self._tokenizer(code)
+        start = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        if not context:
+            return start
+        return [tokenizer.sot_prev, *tokenizer.encode(" " + context.strip())[-(self._model.max_length // 2 - 1):], *start]
+
+    def _decode_by_prompt_length(self, encoded, features: np.ndarray, prompts: list[list[int]], languages: list[str],  # noqa: ANN001
+                                 durations: list[float], rows: list[int], beam_size: int) -> dict[int, _Decoded]:
+        """``_decode`` per group of rows whose prompts are as long: CTranslate2 needs the
+        start-of-transcript token at the same place in every row of a call."""
+        decoded: dict[int, _Decoded] = {}
+        for length in dict.fromkeys(len(prompts[i]) for i in rows):
+            group = [i for i in rows if len(prompts[i]) == length]
+            decoded.update(zip(group, self._decode(encoded, features, prompts, languages, durations, group, beam_size), strict=True))
+        return decoded
 
     def _decode(self, encoded, features: np.ndarray, prompts: list[list[int]], languages: list[str], durations: list[float],  # noqa: ANN001
                 rows: list[int], beam_size: int) -> list[_Decoded]:
@@ -341,9 +357,10 @@ class FasterWhisperRecognizer(BatchedWhisper):
                                 len(tokens) >= max_length - len(prompts[i])))
         return out
 
-    def _transcribe_long(self, audio: np.ndarray, language: str) -> str:
+    def _transcribe_long(self, audio: np.ndarray, language: str, context: str | None = None) -> str:
         segments, _info = self._model.transcribe(
             audio,
+            initial_prompt=context,
             language=language if self.multilingual else None,
             beam_size=self.beam_size,
             vad_filter=False,

@@ -12,7 +12,7 @@ padded with ``whisper.pad_or_trim`` and turned into log-Mel features with
 
 Batching: requests from all sessions are gathered by the shared batcher; the batch is encoded and
 its languages detected in one pass (``whisper.detect_language`` on the stacked features), then
-decoded in one ``whisper.decode`` call per language present in the batch (``DecodingOptions``
+decoded in one ``whisper.decode`` call per language (and speech context) present in the batch (``DecodingOptions``
 takes one language). Greedy decoding, no timestamps; fp16 on CUDA, fp32 on CPU. Utterances longer
 than 30 s go through ``whisper.transcribe`` on their own.
 """
@@ -143,11 +143,12 @@ class OpenAIWhisperRecognizer(BatchedWhisper):
 
             texts: list[str | BaseException] = [""] * len(requests)
             short = [i for i in range(len(requests)) if durations[i] <= _WINDOW_S]
-            for code in dict.fromkeys(languages[i] for i in short):
-                rows = [i for i in short if languages[i] == code]
+            contexts = {i: requests[i].context_text(languages[i]) for i in short}
+            for code, context in dict.fromkeys((languages[i], contexts[i]) for i in short):
+                rows = [i for i in short if languages[i] == code and contexts[i] == context]
                 longest = max(durations[i] for i in rows)
                 options = whisper.DecodingOptions(
-                    task="transcribe", language=code if self.multilingual else None, temperature=0.0,
+                    task="transcribe", language=code if self.multilingual else None, temperature=0.0, prompt=context,
                     beam_size=self.beam_size if self.beam_size > 1 else None, without_timestamps=True, fp16=self.fp16,
                     sample_len=min(model.dims.n_text_ctx // 2, int(_TOKENS_PER_S * longest) + _MIN_NEW_TOKENS),
                 )
@@ -167,6 +168,7 @@ class OpenAIWhisperRecognizer(BatchedWhisper):
             if durations[i] > _WINDOW_S:
                 try:
                     texts[i] = whisper.transcribe(model, request.audio, language=languages[i], temperature=0.0,
+                                                  initial_prompt=request.context_text(languages[i]),
                                                   condition_on_previous_text=False, fp16=self.fp16,
                                                   verbose=None)["text"].strip()
                 except Exception as exc:

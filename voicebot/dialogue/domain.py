@@ -91,6 +91,10 @@ class DomainSpec(_Strict):
     flows: dict[str, FlowSpec] = Field(default_factory=dict)
     actions: dict[str, ActionSpec] = Field(default_factory=dict)
     handoff: HandoffSpec = Field(default_factory=HandoffSpec)
+    # language -> a sentence or two of what callers talk about, with the names they use: the
+    # speech recogniser hears it before each utterance (Whisper's prompt), so "Kelvora" is heard
+    # as the product, not "Culver". Spoken conversations only; chat text is not recognised.
+    speech_context: dict[str, str] = Field(default_factory=dict)
 
 
 @dataclass
@@ -210,6 +214,9 @@ class _Loader:
                     for language in spec.languages:
                         if not synonyms.get(language):
                             self.problem(doc, ("slots", name, "values", value), f"enum value {value!r} of slot {name!r} has no synonyms in {language!r}")
+        for language in spec.speech_context:
+            if language not in spec.languages:
+                self.problem(doc, ("speech_context", language), f"speech_context names {language!r}, which is not in languages")
         for name, action in spec.actions.items():
             if bool(action.python) == bool(action.webhook):
                 self.problem(doc, ("actions", name), f"action {name!r} needs exactly one of python or webhook")

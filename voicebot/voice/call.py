@@ -97,7 +97,8 @@ class VoiceCall:
         self.inbound_cost = InboundCost()
         self.recognitions = CallRecognitions(self._start_recognition, self._utterance_if_paused, self._speculative_heard)
         self.endpointer.words_pending = lambda: self.recognitions.words_pending
-        self._takes_progress = _accepts_progress(services.recognizer)
+        self._takes_progress = _accepts(services.recognizer, "progress")
+        self._takes_context = _accepts(services.recognizer, "context")
         self._same_language_turns = 0  # turns in a row in the call's current language
         self._spoken_turn: str | None = None  # the turn whose answer the speaker has started
         self._speech: asyncio.Queue[tuple[int, str, str, str]] = asyncio.Queue()
@@ -193,6 +194,8 @@ class VoiceCall:
         current = self.handle.session.state.language
         forced = current if self._language_settled() else None
         extra: dict[str, Any] = {"progress": progress} if self._takes_progress else {}
+        if self._takes_context and self.handle.engine.domain.spec.speech_context:
+            extra["context"] = self.handle.engine.domain.spec.speech_context
         return self.services.recognizer.transcribe(utterance, forced, languages, prior_language=current, **extra), forced
 
     async def _finish_turn(self, utterance: np.ndarray, marks: dict[str, float], endpointing: dict[str, Any]) -> None:
@@ -220,7 +223,8 @@ class VoiceCall:
         asr = _recognition_trace(transcription, recognition, turn, marks)
         voice_trace = {
             "asr": {"model": transcription.model, "text": text, "language": transcription.language,
-                    "language_probability": transcription.language_probability, **asr},
+                    "language_probability": transcription.language_probability, **asr,
+                    "speech_context": bool(self._takes_context and engine.domain.spec.speech_context.get(transcription.language))},
             "endpointing": {"utterance_s": round(len(utterance) / SAMPLE_RATE, 2),
                             "end_of_turn_silence_ms": endpointing.get("end_of_turn_silence_ms", self.services.options.end_of_turn_silence_ms),
                             "words": endpointing.get("words", "unknown")},
@@ -373,10 +377,10 @@ class VoiceCall:
                 await task
 
 
-def _accepts_progress(recognizer: SpeechRecognizer) -> bool:
-    """Backends of this package fill in ``progress=``; a third-party one may only know the protocol."""
+def _accepts(recognizer: SpeechRecognizer, keyword: str) -> bool:
+    """Backends of this package take ``progress=`` and ``context=``; a third-party one may only know the protocol."""
     parameters = inspect.signature(recognizer.transcribe).parameters
-    return "progress" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return keyword in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def _recognition_trace(transcription: Transcription, recognition: Recognition, turn: TurnRecognition,
