@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import OrderedDict
 from typing import Any
@@ -39,6 +38,7 @@ from voicebot.channels.websocket.protocol import (
     clean_text,
     parse,
 )
+from voicebot.core import jsontext
 from voicebot.core.errors import Refusal, ResumeError, ShuttingDown
 from voicebot.core.events import AgentMessage, AgentNotice, BotMessage, BotTextChunk, ErrorEvent
 from voicebot.core.runtime import BotRuntime, SessionHandle
@@ -169,7 +169,7 @@ class _Connection:
         instead of a task, a session slot and buffered frames kept until it goes away."""
         if self.stalled:
             raise ClientStalled("the client stopped reading")
-        data = json.dumps(payload, ensure_ascii=False, default=str)
+        data = jsontext.dumps(payload, default=str)
         try:
             async with asyncio.timeout(self.limits.send_timeout_s), self.send_lock:
                 await self.ws.send_text(data)

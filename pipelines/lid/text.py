@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from voicebot.core.languages import normalise_language_tag
+from voicebot.pipelines.tfidf_inference import LinearTextModel
 
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _KANA_HANGUL = re.compile(r"[\u3040-\u30ff\uac00-\ud7af]")
@@ -35,11 +36,12 @@ class TextLanguageDetector:
         self._seed = seed
         self._lock = threading.Lock()  # langdetect's factory seed is global state
         self._domain_model: Pipeline | None = None
+        self._domain_inference: LinearTextModel | None = None  # the same model without per-call overhead
 
     def fit_domain(self, texts: Sequence[str], languages: Sequence[str]) -> None:
         if len(set(languages)) < 2:
             # A one-language domain has no languages to tell apart: langdetect alone scores.
-            self._domain_model = None
+            self._domain_model = self._domain_inference = None
             return
         model = Pipeline(
             [
@@ -48,7 +50,7 @@ class TextLanguageDetector:
             ]
         )
         model.fit(list(texts), list(languages))
-        self._domain_model = model
+        self._domain_model, self._domain_inference = model, LinearTextModel(model)
 
     def _langdetect_scores(self, text: str) -> dict[str, float]:
         with self._lock:
@@ -67,9 +69,9 @@ class TextLanguageDetector:
 
     def domain_scores_many(self, texts: Sequence[str]) -> list[dict[str, float]]:
         """The domain model's scores for many texts in one call (the language stage batches)."""
-        if self._domain_model is None:
+        if self._domain_model is None or self._domain_inference is None:
             return [{} for _ in texts]
-        probabilities = self._domain_model.predict_proba(list(texts))
+        probabilities = self._domain_inference.predict_proba(list(texts))
         classes = [str(lang) for lang in self._domain_model.classes_]
         return [dict(zip(classes, map(float, row), strict=True)) for row in probabilities]
 

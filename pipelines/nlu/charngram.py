@@ -25,6 +25,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 
 from voicebot.pipelines.nlu import oos
 from voicebot.pipelines.nlu.base import ranked
+from voicebot.pipelines.tfidf_inference import LinearTextModel
 
 FORMAT_VERSION = 3  # 3: carries its fitted out-of-scope threshold
 
@@ -94,8 +95,16 @@ class CharNgramIntentClassifier:
             scores[np.ix_(test, [self.labels.index(str(c)) for c in model.classes_])] = raw
         return scores
 
+    def _inference(self) -> LinearTextModel:
+        """The fitted pipeline without scikit-learn's per-call overhead (pipelines/tfidf_inference.py),
+        rebuilt whenever fit or load replaced the pipeline."""
+        lean = getattr(self, "_lean", None)
+        if lean is None or lean.pipeline is not self._pipeline:
+            lean = self._lean = LinearTextModel(self._pipeline)
+        return lean
+
     def _probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        return softmax(self._pipeline.decision_function(list(texts)) / self.temperature, axis=1)
+        return softmax(self._inference().decision_function(list(texts)) / self.temperature, axis=1)
 
     def rank_many(self, texts: Sequence[str]) -> list[list[tuple[str, float]]]:
         return ranked(self._probabilities(texts), self.labels)

@@ -28,6 +28,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from voicebot.dialogue.domain import Article, Domain
 from voicebot.dialogue.phonetic import sound_key
+from voicebot.pipelines.tfidf_inference import TfidfTransform
 
 Embed = Callable[[Sequence[str]], np.ndarray]
 
@@ -46,20 +47,32 @@ class Hit:
 
 
 
-def _char_ngrams(documents: list[str], analyzer: str) -> tuple[TfidfVectorizer, Any] | None:
+@dataclass
+class _Field:
+    """One field's TF-IDF index: the articles' rows and the fitted vectorizer's query transform."""
+
+    query: TfidfTransform
+    matrix: Any
+
+    def cosines(self, terms: list[str]) -> np.ndarray:
+        """Cosine of each article with a query already split into this field's n-grams."""
+        return (self.matrix @ self.query.transform_analyzed([terms]).T).toarray().ravel()
+
+
+def _char_ngrams(documents: list[str], analyzer: str) -> _Field | None:
     """A TF-IDF index of ``documents``' character 2-4-grams; None when they have none."""
     vectorizer = TfidfVectorizer(analyzer=analyzer, ngram_range=(2, 4), sublinear_tf=True)
     try:
-        return vectorizer, vectorizer.fit_transform(documents)
+        matrix = vectorizer.fit_transform(documents)
     except ValueError:  # empty vocabulary: no document has a single n-gram (no Latin letters to sound)
         return None
+    return _Field(TfidfTransform(vectorizer), matrix)
 
 
-def _cosines(index: tuple[TfidfVectorizer, Any] | None, query: str, count: int) -> np.ndarray:
-    if index is None or not query:
+def _cosines(field: _Field | None, query: str, count: int, terms: list[str] | None = None) -> np.ndarray:
+    if field is None or not query:
         return np.zeros(count)
-    vectorizer, matrix = index
-    return (matrix @ vectorizer.transform([query]).T).toarray().ravel()
+    return field.cosines(field.query.analyze(query) if terms is None else terms)
 
 
 class _LanguageIndex:
@@ -80,9 +93,12 @@ class _LanguageIndex:
 
     def search(self, query: str, top_k: int, query_vector: np.ndarray | None) -> list[Hit]:
         count = len(self.articles)
-        written = _cosines(self.topic, query, count)
+        # Topic and body are indexed with the same analyzer settings: the query is split once.
+        any_written = self.topic or self.body
+        terms = any_written.query.analyze(query) if any_written and query else None
+        written = _cosines(self.topic, query, count, terms)
         phonetic = _cosines(self.sound, sound_key(query), count)
-        lexical = TOPIC_WEIGHT * np.maximum(written, phonetic) + BODY_WEIGHT * _cosines(self.body, query, count)
+        lexical = TOPIC_WEIGHT * np.maximum(written, phonetic) + BODY_WEIGHT * _cosines(self.body, query, count, terms)
         semantic = None
         scores = np.asarray(lexical, dtype=float)
         if query_vector is not None and self.vectors:

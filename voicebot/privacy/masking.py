@@ -8,12 +8,12 @@ it stands alone (a slot value holding just the number) and its context would not
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from voicebot.core import jsontext
 from voicebot.privacy.redaction import redact_many
 
 # Every built-in kind holds an '@' (e-mail) or at least 8 digits (phone, card, IBAN): other strings
@@ -27,7 +27,7 @@ def redact_turn(texts: Sequence[str], tree: Any, patterns: Mapping[str, re.Patte
     """``texts`` and a copy of ``tree`` (a JSON-like trace) with personal data replaced by
     placeholders, and how many distinct values of each kind were masked. The copy is what
     ``json.dumps(default=str)`` would write, so objects JSON cannot hold are redacted as text."""
-    plain = json.loads(json.dumps(tree, ensure_ascii=False, default=str))  # a deep copy, in C
+    plain = jsontext.copy_json(tree, default=str)  # a deep copy, in C
     slots: list[tuple[Any, Any]] = []  # (container, key) of each string worth scanning
     _strings(plain, slots, bool(patterns))
     candidates = [*texts, *(container[key] for container, key in slots)]

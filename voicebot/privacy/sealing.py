@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from voicebot.config import PrivacySettings
+from voicebot.core import jsontext
 from voicebot.privacy.crypto import TextCipher
 from voicebot.privacy.masking import redact_turn
 from voicebot.privacy.patterns import LocalePatterns
@@ -51,7 +52,7 @@ class Sealer:
             (user_text, bot_text), trace, kinds = redact_turn([user_text, bot_text], trace, self.patterns.for_language(language))
             if kinds:  # counts only: an operator sees why the transcript says <EMAIL>
                 trace = {**trace, "privacy": {"redacted": dict(sorted(kinds.items()))}}
-        trace_json = json.dumps(trace, ensure_ascii=False, default=str)
+        trace_json = jsontext.dumps(trace, default=str)
         return self._encrypt(user_text), self._encrypt(bot_text), self._encrypt(trace_json)
 
     def seal_text(self, text: str | None, language: str | None = None) -> str | None:
@@ -69,7 +70,7 @@ class Sealer:
         return self._encrypt(text)
 
     def seal_json(self, value: Any) -> str:
-        return self._encrypt(json.dumps(value, ensure_ascii=False))
+        return self._encrypt(jsontext.dumps(value))
 
     def _encrypt(self, text: str) -> str:
         return self.cipher.encrypt(text) if self.encrypt else text
