@@ -5,8 +5,13 @@ state are in the storage, who serves which conversation and the limits in Redis.
 both: a storage several processes share (PostgreSQL; one SQLite file is written by one process)
 and ``[coordination] redis_url``. Without them N > 1 is refused with the reason.
 
-The supervisor binds the socket once and starts each worker (``voicebot.server.run_worker``) in a
-spawned process that inherits it; the kernel spreads new connections over the workers. A worker
+The supervisor binds one listening socket per worker on the same port with ``SO_REUSEPORT``
+(Linux), hands each to its worker (``voicebot.server.run_worker``, a spawned process) and closes its
+own copy, so the kernel spreads new connections evenly over the workers by their addresses. One
+socket shared by all workers spread them badly: a burst of connections went to whichever worker
+woke first (asyncio accepts up to 100 per wake-up), and that worker was the bottleneck (9.8 against
+4.4 CPU-s in one bench/scale_out.py run). Where ``SO_REUSEPORT`` is missing, the workers share one
+socket as before. A worker
 that dies is replaced (its conversations are resumed by their clients on the others), one that
 stopped as asked (``voicebot control shutdown``: it drained and exited 0) is not; SIGTERM or
 SIGINT is passed to every worker, which drains as a single server does, and the supervisor exits
@@ -19,6 +24,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
+import sys
 import threading
 import time
 from multiprocessing.process import BaseProcess
@@ -92,21 +99,68 @@ class _Worker:
             os.kill(self.process.pid, signal.SIGTERM)  # this worker only: it drains and says goodbye
 
 
+class Listener:
+    """The workers' listening sockets on one host and port: one per worker with ``SO_REUSEPORT``,
+    else one shared by all."""
+
+    BACKLOG = 2048  # uvicorn's default
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.reuse_port = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+        # The first socket is bound without SO_REUSEPORT and closed: it fails if anything listens on
+        # the port, even another voicebot with SO_REUSEPORT (which would otherwise share our traffic).
+        probe = self._bind(port, reuse_port=False)
+        self.port = probe.getsockname()[1]  # port 0: the one the kernel chose, for every worker
+        if self.reuse_port:
+            probe.close()
+            self._shared: socket.socket | None = None
+        else:
+            self._shared = probe
+
+    def _bind(self, port: int, reuse_port: bool) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((self.host, port))
+            sock.listen(self.BACKLOG)
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"cannot listen on {self.host}:{port}: {exc.strerror or exc}") from exc
+        sock.set_inheritable(True)
+        return sock
+
+    def start_worker(self, settings: Settings) -> _Worker:
+        """A worker on its own socket (closed here once the worker has its copy, so that when the
+        worker dies the kernel stops handing that socket connections), or on the shared one."""
+        if self._shared is not None:
+            return _Worker(settings, [self._shared])
+        sock = self._bind(self.port, reuse_port=True)
+        try:
+            return _Worker(settings, [sock])
+        finally:
+            sock.close()  # the spawned worker got its own duplicate of the descriptor at start
+
+    def close(self) -> None:
+        if self._shared is not None:
+            self._shared.close()
+
+
 def supervise(settings: Settings, workers: int) -> None:
     """Run ``workers`` workers until SIGTERM/SIGINT; replace one that dies after it had started."""
-    import uvicorn
-
     check_workers(settings, workers)
     prepare_data_dir(settings)
-    config = uvicorn.Config("voicebot.server:create_app", host=settings.server.host, port=settings.server.port)
-    sock = config.bind_socket()
+    listener = Listener(settings.server.host, settings.server.port)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    started = [_Worker(settings, [sock]) for _ in range(workers)]
+    started = [listener.start_worker(settings) for _ in range(workers)]
     pool: list[_Worker | None] = list(started)
     log.warning("voicebot supervisor %d: %d workers %s on %s:%d", os.getpid(), workers, [w.pid for w in started],
-                settings.server.host, settings.server.port)
+                settings.server.host, listener.port)
     failed = False
     while not stop.wait(0.5):
         for index, worker in enumerate(pool):
@@ -122,7 +176,7 @@ def supervise(settings: Settings, workers: int) -> None:
                 stop.set()
                 break
             log.error("worker %s died (code %s): starting a new one", worker.pid, worker.process.exitcode)
-            pool[index] = _Worker(settings, [sock])
+            pool[index] = listener.start_worker(settings)
         if not any(pool):
             log.warning("every worker stopped as asked: the supervisor exits")
             break
@@ -137,6 +191,6 @@ def supervise(settings: Settings, workers: int) -> None:
             log.error("worker %s did not stop within %.0f s: killed", worker.pid, grace)
             worker.process.kill()
             worker.process.join()
-    sock.close()
+    listener.close()
     if failed:
         raise SystemExit(1)
