@@ -199,29 +199,34 @@ async def test_a_settled_language_skips_language_detection(runtime: BotRuntime, 
     assert [reply.language for reply in conversation.of(BotMessage)] == ["en", "en"]
 
 
-def test_which_words_can_end_a_turn() -> None:
-    assert completeness("What is your return policy?") is Completeness.COMPLETE
-    assert completeness("How far is my order number 12,345?") is Completeness.COMPLETE
-    assert completeness("My number is 1 2 3") is Completeness.INCOMPLETE
-    assert completeness("My order number is 54.") is Completeness.INCOMPLETE
-    assert completeness("My order number is 5'4. 3'2\".") is Completeness.INCOMPLETE  # digits heard as feet and inches
-    assert completeness("I ordered it and") is Completeness.INCOMPLETE
-    assert completeness("Hi,") is Completeness.INCOMPLETE and completeness("Hi") is Completeness.INCOMPLETE
-    assert completeness("I forgot my password.") is Completeness.UNKNOWN
-    # A question Whisper ended with a full stop is still a question; a statement that opens like one is not.
-    assert completeness("Hi where is my order number 12,345.") is Completeness.COMPLETE
-    assert completeness("How long does shipping take.") is Completeness.COMPLETE
-    assert completeness("I ordered a jacket. Can you check my order.") is Completeness.COMPLETE
-    assert completeness("Can you check where it is?") is Completeness.COMPLETE  # ends on "is", but asked
-    assert completeness("My order number is.") is Completeness.INCOMPLETE
-    assert completeness("Wo ist mein Paket.") is Completeness.COMPLETE and completeness("¿Dónde está mi pedido.") is Completeness.COMPLETE
-    assert completeness("Pouvez-vous m'aider.") is Completeness.COMPLETE
-    assert completeness("When I log in it fails.") is Completeness.UNKNOWN
-    assert completeness("Where I live there is no signal.") is Completeness.UNKNOWN
-    assert completeness("Cuando llegó estaba roto.") is Completeness.UNKNOWN
-    assert completeness("Where is my order? The number is 5 4 3.") is Completeness.INCOMPLETE
-    assert completeness("Why?") is Completeness.UNKNOWN  # too few words to be sure
-    assert completeness("") is Completeness.UNKNOWN
+@pytest.mark.parametrize(("words", "expected"), [
+    ("What is your return policy?", Completeness.COMPLETE),
+    ("How far is my order number 12,345?", Completeness.COMPLETE),
+    ("My number is 1 2 3", Completeness.INCOMPLETE),
+    ("My order number is 54.", Completeness.INCOMPLETE),
+    ('My order number is 5\'4. 3\'2".', Completeness.INCOMPLETE),  # digits heard as feet and inches
+    ("I ordered it and", Completeness.INCOMPLETE),
+    ("Hi,", Completeness.INCOMPLETE),
+    ("Hi", Completeness.INCOMPLETE),  # a greeting alone opens a turn
+    ("I forgot my password.", Completeness.UNKNOWN),  # a statement may go on
+    ("Hi where is my order number 12,345.", Completeness.COMPLETE),  # a question Whisper ended with a full stop
+    ("How long does shipping take.", Completeness.COMPLETE),
+    ("I ordered a jacket. Can you check my order.", Completeness.COMPLETE),
+    ("Can you check where it is?", Completeness.COMPLETE),  # ends on "is", but asked
+    ("My order number is.", Completeness.INCOMPLETE),
+    ("Wo ist mein Paket.", Completeness.COMPLETE),
+    ("¿Dónde está mi pedido.", Completeness.COMPLETE),
+    ("Pouvez-vous m'aider.", Completeness.COMPLETE),
+    ("When I log in it fails.", Completeness.UNKNOWN),  # a statement that opens like a question
+    ("Where I live there is no signal.", Completeness.UNKNOWN),
+    ("Cuando llegó estaba roto.", Completeness.UNKNOWN),
+    ("Where is my order? The number is 5 4 3.", Completeness.INCOMPLETE),
+    ("Why?", Completeness.UNKNOWN),  # too few words to be sure
+    ("", Completeness.UNKNOWN),
+])
+def test_which_words_can_end_a_turn(words: str, expected: Completeness) -> None:
+    assert completeness(words) is expected
+
 
 
 def test_the_first_clause_is_spoken_alone_and_leading_silence_is_found() -> None:
