@@ -83,13 +83,15 @@ def test_identification_keys_are_checked_with_file_and_line(tmp_path: Path) -> N
     assert "responses/zh.yaml" in out and "'identify_refused' is missing in zh" in out
 
 
-def test_a_speech_context_for_a_language_the_domain_lacks_is_reported(tmp_path: Path) -> None:
+def test_a_speech_context_for_a_language_the_domain_lacks_is_a_warning(tmp_path: Path) -> None:
+    """Callers may speak a language the domain does not answer in (cross-lingual understanding),
+    so such a context is allowed, but said, in case it is a typo."""
     broken = tmp_path / "broken"
     shutil.copytree(demo_domain_dir(), broken)
     domain_yaml = broken / "domain.yaml"
     text = domain_yaml.read_text().replace("speech_context:\n", "speech_context:\n  it: \"Chiamata al servizio clienti.\"\n")
     domain_yaml.write_text(text)
     result = run_check(broken)
-    assert result.returncode == 1
+    assert result.returncode == 0, result.stdout
     line = next(i + 1 for i, row in enumerate(text.splitlines()) if row.startswith("  it:"))
-    assert f"domain.yaml:{line}: error: speech_context names 'it', which is not in languages" in result.stdout, result.stdout
+    assert f"domain.yaml:{line}: warning: speech_context names 'it', which is not in languages" in result.stdout, result.stdout

@@ -216,7 +216,10 @@ class _Loader:
                             self.problem(doc, ("slots", name, "values", value), f"enum value {value!r} of slot {name!r} has no synonyms in {language!r}")
         for language in spec.speech_context:
             if language not in spec.languages:
-                self.problem(doc, ("speech_context", language), f"speech_context names {language!r}, which is not in languages")
+                # Not an error: a domain answering in English still hears callers in other languages
+                # (cross-lingual understanding), and their speech benefits from a context too.
+                self.problem(doc, ("speech_context", language), f"speech_context names {language!r}, which is not in languages: "
+                             "it is used only when a caller speaks it", severity="warning")
         for name, action in spec.actions.items():
             if bool(action.python) == bool(action.webhook):
                 self.problem(doc, ("actions", name), f"action {name!r} needs exactly one of python or webhook")
