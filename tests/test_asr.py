@@ -244,6 +244,18 @@ async def test_the_speech_context_spells_the_domains_own_names(model_cache: Path
     assert_heard(with_context, "The Kelvora app will not let me log in.")
 
 
+def test_the_speech_context_is_the_callers_language_and_never_simplified_for_a_traditional_caller() -> None:
+    from voicebot.pipelines.asr.batched import AsrRequest
+
+    context = {"zh": "客服电话，关于订单。", "en": "Customer service call about orders."}
+    silence = np.zeros(160, np.float32)
+    assert AsrRequest(silence, "en", None, "en-US", context=context).context_text("en") == context["en"]
+    assert AsrRequest(silence, None, ("en", "zh"), None, context=context).context_text("zh") == context["zh"]
+    assert AsrRequest(silence, "zh", None, "zh-tw", context=context).context_text("zh") is None
+    assert AsrRequest(silence, None, ("en", "zh-tw"), None, context=context).context_text("zh") is None
+    assert AsrRequest(silence, "zh", None, "zh-tw", context={**context, "zh-tw": "客服電話"}).context_text("zh") == "客服電話"
+
+
 async def test_bad_audio_fails_only_its_own_caller(base: FasterWhisperRecognizer, speech: dict[str, np.ndarray]) -> None:
     nan = np.full(SAMPLE_RATE, np.nan, dtype=np.float32)
     with pytest.raises(ValueError, match="NaN"):

@@ -70,11 +70,16 @@ class AsrRequest:
 
     def context_text(self, whisper_language: str) -> str | None:
         """The speech context for the language the audio is decoded in (the caller's code first:
-        ``zh-tw`` may have its own), or None."""
+        ``zh-tw`` may have its own), or None. A Chinese variant does not fall back to ``zh``'s: a
+        prompt in simplified characters would make a Taiwanese caller's transcript simplified."""
         if not self.context:
             return None
         caller = self.caller_language or caller_code(whisper_language, self.allowed)
-        return self.context.get(caller) or self.context.get(whisper_language) or None
+        if caller in self.context:
+            return self.context[caller] or None
+        if normalise_language_tag(caller).startswith("zh-"):
+            return None
+        return self.context.get(whisper_language) or None
 
 
 class PerLoopBatcher:
