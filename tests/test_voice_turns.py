@@ -221,6 +221,7 @@ async def test_a_settled_language_skips_language_detection(runtime: BotRuntime, 
     ("Where I live there is no signal.", Completeness.UNKNOWN),
     ("Cuando llegó estaba roto.", Completeness.UNKNOWN),
     ("Where is my order? The number is 5 4 3.", Completeness.INCOMPLETE),
+    ("The number is 54321.", Completeness.UNKNOWN),  # a statement: "the" opens no question
     ("Why?", Completeness.UNKNOWN),  # too few words to be sure
     ("", Completeness.UNKNOWN),
 ])

@@ -41,10 +41,11 @@ _MIN_QUESTION_WORDS = 3
 # word, except that English "when", "where", "how", "what" also open statements ("When I log in it
 # fails."), so those count only when a verb follows soon and a subject pronoun does not come first.
 # Spanish is left to its "¿"; its unaccented "cuando", "como", "que" are conjunctions.
+# French: the verb of "est-ce que", "pouvez-vous", "puis-je" (a hyphenated word counts by its first part).
 _VERB_FIRST = frozenset("""
 can could would will do does did is are am was were have has may shall should
 kann können könnten ist sind haben hat gibt
-est pouvez puis avez  # the verb of "est-ce que", "pouvez-vous", "puis-je"
+est pouvez puis avez
 """.split())
 _QUESTION_WORDS = frozenset("""
 wo was wann warum wieso wie wer welche welcher welches
