@@ -16,8 +16,10 @@ nonsense; the test checks the loading path, the CPU run and the result type.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -239,9 +241,16 @@ async def test_the_speech_context_spells_the_domains_own_names(model_cache: Path
         assert stats is not None and (stats.batches, stats.max_batch_seen) == (1, 3), stats
     finally:
         await recognizer.aclose()
-    assert "kelvora" in with_context.text.lower(), with_context.text
-    assert "kelvora" not in without.text.lower() and "kelvora" not in german_context_only.text.lower(), (without.text, german_context_only.text)
+    # How close the heard name comes to "Kelvora" (1.0: spelled so), not Whisper's exact words,
+    # which another CPU's int8 kernels may change: here 1.0 with the context, "Calvore" without.
+    named_ratio, without_ratio, german_ratio = (name_likeness(r.text) for r in (with_context, without, german_context_only))
+    assert named_ratio >= 0.85 and named_ratio > max(without_ratio, german_ratio), (with_context.text, without.text, german_context_only.text)
     assert_heard(with_context, "The Kelvora app will not let me log in.")
+
+
+def name_likeness(text: str, name: str = "kelvora") -> float:
+    """The best similarity of any word of ``text`` to ``name`` (difflib's ratio)."""
+    return max((difflib.SequenceMatcher(None, word, name).ratio() for word in re.findall(r"\w+", text.lower())), default=0.0)
 
 
 def test_the_speech_context_is_the_callers_language_and_never_simplified_for_a_traditional_caller() -> None:
