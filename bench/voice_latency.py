@@ -143,6 +143,8 @@ def turn_figures(ended: float, latency: float | None, heard_at: float | None, me
         "speculative_discarded": _number(trace_asr.get("speculative_discarded")),
         "discarded_process_cpu_ms": _number(trace_asr.get("discarded_process_cpu_ms")),
         "end_of_turn_silence_ms": _number(details.get("endpointing", {}).get("end_of_turn_silence_ms")),
+        # 1: the reply's first clause was synthesised during the pause (voicebot.voice.preemptive)
+        "first_clause_prepared": float(bool(details.get("first_clause_prepared"))),
     })
     return figures
 
@@ -226,7 +228,7 @@ def print_level(title: str, results: list[dict[str, Any]], verbose: bool) -> dic
     if verbose:
         for r in results:
             print(f"      {r['voice_to_voice_ms']:7.0f} ms  silence {r.get('end_of_turn_silence_ms', float('nan')):4.0f} ms  "
-                  f"{r['question']!r} -> heard {r['heard']}")
+                  f"{'prepared ' if r.get('first_clause_prepared') else ''}{r['question']!r} -> heard {r['heard']}")
     return {"turns": len(results), "turns_with_more_than_one_reply": extra_replies, **figures}
 
 

@@ -29,8 +29,9 @@ from tests.voice_budget import ComputeBudget, measure
 from voicebot.config import Settings
 from voicebot.core.events import BotMessage, BotSpeaking, Event, TurnLatency, UserTranscript
 from voicebot.core.runtime import BotRuntime
+from voicebot.core.sentences import first_clause_split
 from voicebot.voice.audio import leading_silence, resample
-from voicebot.voice.call import VoiceCall, VoiceServices, first_clause_split
+from voicebot.voice.call import VoiceCall, VoiceServices
 from voicebot.voice.endpointing import Completeness, completeness
 
 RATE = 16_000
@@ -180,6 +181,41 @@ async def test_a_complete_question_ends_on_the_short_silence_and_reports_its_lat
     marks = latency[0].marks
     assert marks["sound_seen"] <= marks["speech_seen"] <= marks["end_of_turn"] <= marks["recognised"] <= marks["message"] <= marks["first_audio"]
     assert latency[0].details["asr"]["process_cpu_ms"] > 0 and latency[0].details["leading_silence_trimmed_ms"] >= 0
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_statement_speaks_the_first_clause_prepared_during_the_pause(runtime: BotRuntime, budget: ComputeBudget,
+                                                                             tmp_path: Path) -> None:
+    """The statement's silence is long, here longer than any recognition takes, so its words come
+    first; the reply's first clause is then ready when the turn ends, and it is that reply's."""
+    assert runtime.voice is not None
+    patient = dataclasses.replace(runtime.voice, options=runtime.voice.options.model_copy(update={"end_of_turn_silence_ms": 2500}))
+    audio = np.concatenate([await caller_wav(runtime, ["I forgot my password."], tmp_path), np.zeros(RATE * 2, dtype=np.int16)])
+    conversation = await open_conversation(runtime, patient)
+    try:
+        await conversation.say(audio)
+        await conversation.answered(1, budget)
+    finally:
+        await conversation.call.close()
+    reply = conversation.of(BotMessage)[0]
+    assert reply.trace["voice"]["endpointing"]["words"] == "unknown", reply.trace["voice"]  # a statement: the long silence
+    latency = conversation.of(TurnLatency)
+    assert len(latency) == 1 and latency[0].details["first_clause_prepared"] is True, latency[0].details
+    assert conversation.sink.chunks  # and the caller heard it
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_without_previews_the_reply_is_synthesised_after_the_turn(runtime: BotRuntime, budget: ComputeBudget, tmp_path: Path) -> None:
+    assert runtime.voice is not None
+    plain = dataclasses.replace(runtime.voice, options=runtime.voice.options.model_copy(update={"preemptive_reply": False}))
+    conversation = await open_conversation(runtime, plain)
+    try:
+        await conversation.say(await caller_wav(runtime, ["I forgot my password."], tmp_path))
+        await conversation.answered(1, budget)
+    finally:
+        await conversation.call.close()
+    assert len(conversation.of(BotMessage)) == 1
+    assert "first_clause_prepared" not in conversation.of(TurnLatency)[0].details
 
 
 @pytest.mark.asyncio(loop_scope="module")

@@ -122,7 +122,7 @@ class VoiceSettings(_Section):
     """Voice calls, whatever their channel. Turn-taking options: voicebot.voice.turns.TurnTakingOptions."""
 
     max_calls: int = Field(8, ge=1, description="concurrent calls of the process (all voice channels); more are refused with 'busy'")
-    turns: dict[str, float] = Field(default_factory=dict, description="overrides of TurnTakingOptions, e.g. end_of_turn_silence_ms")
+    turns: dict[str, float | bool] = Field(default_factory=dict, description="overrides of TurnTakingOptions, e.g. end_of_turn_silence_ms")
 
 
 class AsrSettings(BackendSection):

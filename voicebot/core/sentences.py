@@ -36,6 +36,28 @@ def split_sentences(text: str) -> list[str]:
     return sentences or [text]
 
 
+def reply_sentences(text: str, language: str, notice: str | None = None, notice_language: str | None = None) -> list[tuple[str, str]]:
+    """A reply's sentences, each with the language it is spoken in: a notice that opens the reply
+    (which languages the bot answers in) is in its own language."""
+    parts = [(text, language)]
+    if notice and notice_language and text.startswith(notice):
+        parts = [(notice, notice_language), (text[len(notice):], language)]
+    return [(sentence, part_language) for part, part_language in parts for sentence in split_sentences(part)]
+
+
+def first_clause_split(sentence: str, min_words: int = 3) -> list[str]:
+    """A sentence cut after its first clause (a comma or semicolon with at least ``min_words``
+    words on either side), so its first words can be synthesised alone; else the sentence."""
+    for index, char in enumerate(sentence):
+        if char in ",;" and index + 1 < len(sentence) and sentence[index + 1] == " ":
+            head, tail = sentence[: index + 1].strip(), sentence[index + 1:].strip()
+            if len(head.split()) >= min_words and len(tail.split()) >= min_words:
+                return [head, tail]
+            if len(head.split()) >= min_words:
+                break
+    return [sentence]
+
+
 class SentenceAssembler:
     """Collects streamed pieces and releases complete sentences in order."""
 

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from voicebot.core.events import BotReply, BotTextChunk, Event
 from voicebot.core.pipeline import Stage, TurnContext
-from voicebot.core.sentences import split_sentences
+from voicebot.core.sentences import reply_sentences
 
 
 class ResponseStreamStage(Stage):
@@ -20,10 +20,7 @@ class ResponseStreamStage(Stage):
         if event.streamed:
             yield event
             return
-        parts = [(event.text, event.language)]
-        if event.notice and event.notice_language and event.text.startswith(event.notice):
-            parts = [(event.notice, event.notice_language), (event.text[len(event.notice):], event.language)]
-        sentences = [(sentence, language) for text, language in parts for sentence in split_sentences(text)]
+        sentences = reply_sentences(event.text, event.language, event.notice, event.notice_language)
         for index, (sentence, language) in enumerate(sentences):
             yield BotTextChunk(session_id=event.session_id, turn_id=event.turn_id, text=sentence, index=index, sentence=True,
                                language=language)

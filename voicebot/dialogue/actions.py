@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import inspect
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,24 @@ from voicebot.dialogue.domain import ActionSpec, Domain
 
 class ActionError(Exception):
     """An action failed; the policy answers politely and offers a human."""
+
+
+class PreviewStopped(Exception):  # noqa: N818 - not an error: the preview ends here by design
+    """A reply preview reached an action. A preview may have no effect the caller did not ask
+    for (a lookup is logged by the backend, a cancellation is final), so it stops before any."""
+
+
+_previewing: ContextVar[bool] = ContextVar("voicebot_previewing_reply", default=False)
+
+
+@contextlib.contextmanager
+def without_actions() -> Iterator[None]:
+    """Within this block (this task and the tasks it starts) an action raises ``PreviewStopped``."""
+    token = _previewing.set(True)
+    try:
+        yield
+    finally:
+        _previewing.reset(token)
 
 
 @dataclass
@@ -90,6 +110,8 @@ class ActionRunner:
 
     async def run(self, name: str, slots: dict[str, str], language: str, session_id: str) -> dict[str, Any]:
         spec: ActionSpec = self._domain.spec.actions[name]
+        if _previewing.get():
+            raise PreviewStopped(name)
         try:
             if spec.webhook:
                 result = await self._call_webhook(name, spec, slots, language, session_id)

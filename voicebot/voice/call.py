@@ -15,7 +15,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,13 +36,14 @@ from voicebot.core.events import (
     UserTranscript,
 )
 from voicebot.core.runtime import SessionHandle
-from voicebot.core.sentences import SentenceAssembler
+from voicebot.core.sentences import SentenceAssembler, first_clause_split
 from voicebot.pipelines.asr.base import RecognitionProgress, SpeechRecognizer, Transcription
 from voicebot.pipelines.asr.normalise import normalise_spoken_digits
-from voicebot.pipelines.lid.spoken import decide_spoken_language
+from voicebot.pipelines.lid.spoken import SpokenLanguageDecision, decide_spoken_language
 from voicebot.pipelines.vad.base import SAMPLE_RATE, VoiceActivityDetector
 from voicebot.voice.audio import AudioSink, BadAudio, StreamResampler, leading_silence, to_int16
-from voicebot.voice.endpointing import end_of_turn_silence_ms
+from voicebot.voice.endpointing import Completeness, end_of_turn_silence_ms
+from voicebot.voice.preemptive import ReplyPreview, first_clause_of_reply
 from voicebot.voice.recognition import CallRecognitions, Recognition, TurnRecognition
 from voicebot.voice.turns import Endpointer, TurnEvent, TurnTakingOptions
 
@@ -110,6 +111,7 @@ class VoiceCall:
         self._turn_details: dict[str, dict[str, Any]] = {}  # per turn: recognition and endpointing, for TurnLatency
         self._endpointing: dict[str, Any] = {}  # how the pause going on will end: set from its speculative words
         self._answer: tuple[str, list[str]] = ("", [])  # the turn being spoken, and its sentences sent to the sink
+        self._preview: ReplyPreview | None = None  # the reply's first clause, prepared in the pause going on
         self._tasks = [asyncio.create_task(self._bot_events()), asyncio.create_task(self._speak())]
         self._pending_turns: set[asyncio.Task[None]] = set()
         sink.on_speaking_changed.append(self._sink_speaking_changed)
@@ -157,10 +159,12 @@ class VoiceCall:
             self.recognitions.paused(utterance)
         elif event is TurnEvent.RESUMED:
             self.recognitions.resumed()
+            self._drop_preview()
         elif event is TurnEvent.BARGE_IN:
             self.barge_in()
         elif event is TurnEvent.BACKCHANNEL:
             self.recognitions.resumed()
+            self._drop_preview()
             self._emit(Backchannel)
         elif event is TurnEvent.TURN_ENDED and utterance is not None:
             marks = {"sound_seen": self.endpointer.last_sound_seen_at, "speech_seen": self.endpointer.last_speech_seen_at,
@@ -180,6 +184,33 @@ class VoiceCall:
                              "silence_at_words_ms": self.endpointer.silence_ms}
         for event, utterance in self.endpointer.set_end_of_turn_silence(silence_ms):
             self._turn_event(event, utterance)
+        if self.endpointer.in_pause() and judged is not Completeness.INCOMPLETE:
+            self._start_preview(transcription)
+
+    def _start_preview(self, transcription: Transcription) -> None:
+        """The turn has not ended on these words yet: prepare the reply's first clause meanwhile.
+        Not while the bot speaks (the caller's words are a barge-in or a backchannel), and not
+        when the words say more is coming (a preview then is mostly wasted CPU)."""
+        text = normalise_spoken_digits(transcription.text.strip())
+        if not self.services.options.preemptive_reply or self.speaking or not text:
+            return
+        self._drop_preview()
+        language = self._spoken_language(transcription, text, transcription.duration_s or 0.0).language
+        self._preview = ReplyPreview(first_clause_of_reply(self.handle, text, language), self._synthesize_all)
+
+    async def _synthesize_all(self, text: str, language: str) -> list[np.ndarray]:
+        return [chunk async for chunk in self.services.voices.synthesize(text, language)]
+
+    def _drop_preview(self) -> None:
+        if self._preview is not None:
+            self._preview.cancel()
+            self._preview = None
+
+    def _spoken_language(self, transcription: Transcription, text: str, duration_s: float) -> SpokenLanguageDecision:
+        """The language of what the caller said, from Whisper's audio scores and the words (pipelines.lid.spoken)."""
+        engine = self.handle.engine
+        return decide_spoken_language(transcription.language_probs, engine.detector.scores(text)["combined"], text, duration_s,
+                                      self.handle.session.state.language, engine.domain.languages, engine.language_settings)
 
     def _language_settled(self) -> bool:
         """Whisper's language detection cannot change the call's language: decode in it."""
@@ -215,9 +246,7 @@ class VoiceCall:
             return
         engine = self.handle.engine
         state = self.handle.session.state
-        decision = decide_spoken_language(transcription.language_probs, engine.detector.scores(text)["combined"], text,
-                                          transcription.duration_s or len(utterance) / SAMPLE_RATE, state.language, engine.domain.languages,
-                                          engine.language_settings)
+        decision = self._spoken_language(transcription, text, transcription.duration_s or len(utterance) / SAMPLE_RATE)
         self._same_language_turns = self._same_language_turns + 1 if decision.language == state.language else 0
         self._emit(UserTranscript, text=text, language=decision.language)
         asr = _recognition_trace(transcription, recognition, turn, marks)
@@ -273,10 +302,12 @@ class VoiceCall:
                 # first words after synthesising a few of them, not the whole sentence.
                 first = turn_id != self._spoken_turn
                 self._spoken_turn = turn_id
+                preview, self._preview = (self._preview, None) if first else (None, self._preview)
                 for part in first_clause_split(sentence) if first else [sentence]:
                     if epoch != self._epoch:
                         break
-                    await self._say_sentence(epoch, turn_id, part, language)
+                    await self._say_sentence(epoch, turn_id, part, language, preview)
+                    preview = None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one sentence failing to synthesise must not end the call
@@ -286,9 +317,9 @@ class VoiceCall:
                 self.outbound.finish()  # a sentence cut short leaves nothing for the next one
                 self._update_speaking()
 
-    async def _say_sentence(self, epoch: int, turn_id: str, sentence: str, language: str) -> None:
+    async def _say_sentence(self, epoch: int, turn_id: str, sentence: str, language: str, preview: ReplyPreview | None = None) -> None:
         rate = self.services.voices.sample_rate(language)
-        async for chunk in self.services.voices.synthesize(sentence, language):
+        async for chunk in self._sentence_audio(turn_id, sentence, language, preview):
             if epoch != self._epoch:
                 return
             marks = self._turn_marks.get(turn_id)
@@ -310,6 +341,18 @@ class VoiceCall:
             self.sink.enqueue(to_int16(self.outbound.push(chunk, rate)), sentence)
         if epoch == self._epoch:
             self.sink.enqueue(to_int16(self.outbound.finish()), sentence)  # the resampler's tail of the sentence
+
+    async def _sentence_audio(self, turn_id: str, sentence: str, language: str, preview: ReplyPreview | None) -> AsyncIterator[np.ndarray]:
+        """The sentence's speech: the preview's, if it prepared this very clause, else synthesised now."""
+        prepared = await preview.audio_for(sentence, language) if preview is not None else None
+        if preview is not None:
+            self._turn_details.setdefault(turn_id, {})["first_clause_prepared"] = prepared is not None
+        if prepared is not None:
+            for chunk in prepared:
+                yield chunk
+            return
+        async for chunk in self.services.voices.synthesize(sentence, language):
+            yield chunk
 
     def _playback_started(self) -> None:
         """The sink handed the first frame of a burst of speech to its transport."""
@@ -341,6 +384,7 @@ class VoiceCall:
 
     def barge_in(self) -> None:
         """The caller talks over the bot: silence it now, cancel the turn's pending work."""
+        self._drop_preview()
         heard, cut = self.sink.flush()
         self._epoch += 1
         while not self._speech.empty():
@@ -365,6 +409,7 @@ class VoiceCall:
             return
         self.closed = True
         self.recognitions.close()
+        self._drop_preview()
         for task in list(self._pending_turns):
             task.cancel()
         # Close the session first: it drains turns in flight (they are stored) while the event
@@ -415,16 +460,3 @@ def latency_hops(marks: dict[str, float]) -> dict[str, float]:
             ("dialogue", "recognised", "message"), ("tts_first_chunk", "message", "first_audio"),
             ("to_first_frame_out", "first_audio", "first_frame_out"), ("server_total", "sound_seen", "first_frame_out")]
     return {name: round((marks[end] - marks[start]) * 1000, 1) for name, start, end in hops if start in marks and end in marks}
-
-
-def first_clause_split(sentence: str, min_words: int = 3) -> list[str]:
-    """A sentence cut after its first clause (a comma or semicolon with at least ``min_words``
-    words on either side), so its first words can be synthesised alone; else the sentence."""
-    for index, char in enumerate(sentence):
-        if char in ",;" and index + 1 < len(sentence) and sentence[index + 1] == " ":
-            head, tail = sentence[: index + 1].strip(), sentence[index + 1:].strip()
-            if len(head.split()) >= min_words and len(tail.split()) >= min_words:
-                return [head, tail]
-            if len(head.split()) >= min_words:
-                break
-    return [sentence]

@@ -45,6 +45,9 @@ class TurnTakingOptions(BaseModel):
     settled_language_turns: int = Field(0, ge=0, description="after this many turns in one language, decode in it without "
                                         "Whisper's language detection (0: detect on every turn, so a caller may switch at any "
                                         "turn); a one-language domain never detects")
+    preemptive_reply: bool = Field(True, description="once a pause's words are heard and the turn has not ended yet, decide the "
+                                   "reply on a copy of the state and synthesise its first clause, used only if the turn's reply opens "
+                                   "with that very clause (voicebot.voice.preemptive)")
     max_utterance_s: float = Field(20.0, gt=0, description="a turn is cut here even if the caller keeps talking")
     barge_in_min_speech_ms: int = Field(600, ge=0, description="speech over the bot this long interrupts it; 'mm', 'ok' are shorter")
     pre_speech_ms: int = Field(480, ge=0, description="audio kept from before speech started: soft onsets, VAD flicker at the first syllable")
