@@ -195,7 +195,8 @@ class VoiceCall:
         if not self.services.options.preemptive_reply or self.speaking or not text:
             return
         self._drop_preview()
-        language = self._spoken_language(transcription, text, transcription.duration_s or 0.0).language
+        duration_s = transcription.duration_s or len(self.endpointer.utterance) / SAMPLE_RATE
+        language = self._spoken_language(transcription, text, duration_s).language
         self._preview = ReplyPreview(first_clause_of_reply(self.handle, text, language), self._synthesize_all)
 
     async def _synthesize_all(self, text: str, language: str) -> list[np.ndarray]:
