@@ -17,9 +17,10 @@ import pytest
 import pytest_asyncio
 
 from tests.conftest import fresh_data_dir
+from tests.test_faults import Conversation
 from voicebot.config import Settings
-from voicebot.core.events import BotMessage, BotTextChunk, Event
-from voicebot.core.runtime import BotRuntime, SessionHandle
+from voicebot.core.events import BotMessage, BotTextChunk
+from voicebot.core.runtime import BotRuntime
 from voicebot.core.sentences import first_clause_split
 from voicebot.voice.preemptive import Clause, ReplyPreview, first_clause_of_reply
 
@@ -34,20 +35,10 @@ async def runtime(tmp_path_factory: pytest.TempPathFactory, trained_models: Path
     await runtime.close()
 
 
-class Chat:
-    """A session whose events are read in the background, turn by turn."""
+class Chat(Conversation):
+    """A session read turn by turn (tests.test_faults), with the first clause a call would speak."""
 
-    def __init__(self, handle: SessionHandle) -> None:
-        self.handle = handle
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
-        self.reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        async for event in self.handle.events():
-            await self.queue.put(event)
-
-    async def say(self, text: str) -> tuple[str, BotMessage]:
-        """The turn's first spoken clause (as a call speaks it) and its final message."""
+    async def first_clause_and_reply(self, text: str) -> tuple[str, BotMessage]:
         turn_id = await self.handle.send_text(text, "en")
         first: str | None = None
         while True:
@@ -57,10 +48,6 @@ class Chat:
             if isinstance(event, BotMessage) and event.turn_id == turn_id:
                 assert first is not None, event
                 return first, event
-
-    async def close(self) -> None:
-        await self.handle.close()
-        await asyncio.wait_for(self.reader, 10)
 
 
 def count_actions(runtime: BotRuntime, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -86,7 +73,7 @@ async def test_a_preview_says_what_the_turn_then_says_and_changes_nothing(runtim
             before = chat.handle.session.state.to_dict()
             preview = await first_clause_of_reply(chat.handle, question, "en")
             assert chat.handle.session.state.to_dict() == before  # decided on a copy
-            first, reply = await chat.say(question)
+            first, reply = await chat.first_clause_and_reply(question)
             assert preview == (first, "en"), (question, reply.text)
     finally:
         await chat.close()
@@ -96,13 +83,13 @@ async def test_a_preview_stops_before_any_action_and_the_turn_runs_it_once(runti
     ran = count_actions(runtime, monkeypatch)
     chat = Chat(await runtime.open_session("webrtc", language="en"))
     try:
-        _, asked = await chat.say("Where is my order 12345?")
+        _, asked = await chat.first_clause_and_reply("Where is my order 12345?")
         assert asked.trace["response"]["path"] == "identify", asked.text  # the owner's e-mail or phone first
         state = chat.handle.session.state.to_dict()
         # The owner's e-mail would run the ownership check, then the lookup: the preview runs neither.
         assert await first_clause_of_reply(chat.handle, "li.wei@example.com", "en") is None
         assert ran == [] and chat.handle.session.state.to_dict() == state
-        _, answer = await chat.say("li.wei@example.com")
+        _, answer = await chat.first_clause_and_reply("li.wei@example.com")
         assert ran == ["verify_order_owner", "lookup_order"], (ran, answer.text)
         assert "12345" in answer.text, answer.text
     finally:
