@@ -101,4 +101,3 @@ class ReplyPreview:
     def cancel(self) -> None:
         self._task.cancel()
         self._decide(None)
-
